@@ -1,0 +1,162 @@
+"""The manifest of an engine directory: what the engine is, what it was built for, how well it agrees.
+
+`vce-stream run --engine DIR` reads it and refuses an engine built for another bundle, device, library
+version or batch profile, with one line that names the mismatch and the `build-engine` command that
+fixes it; nothing is rebuilt behind the user's back.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engines.device import DeviceFacts
+from engines.profile import BatchProfile
+from vce_stream.atomic import atomic_write_text
+from vce_stream.config import from_dict, to_dict
+from vce_stream.errors import ConfigError, InputError, VceError
+
+MANIFEST_NAME = "manifest.json"
+FORMAT_VERSION = 1
+
+# Library versions that must match for an engine to be used. Others (the driver, the ONNX exporter)
+# are recorded for people: a newer driver runs older engines, and an exported ONNX file does not
+# depend on the exporter once written.
+REQUIRED_VERSIONS: dict[str, tuple[str, ...]] = {
+    "tensorrt": ("torch", "torch_tensorrt", "tensorrt", "cuda"),
+    "onnxruntime": ("onnxruntime",),
+    "torch": ("torch",),
+}
+
+# How many characters of a content hash a message shows.
+HASH_SHOWN = 12
+
+
+class EngineMismatchError(VceError):
+    """An engine directory does not fit the bundle, device, libraries or batch size of this run."""
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """Measured agreement with the PyTorch model on the calibration batch.
+
+    max_abs_diff: largest |p_engine - p_torch| over all frames and labels.
+    tolerance: the bound this precision promises (the build fails above it).
+    frames: calibration frames compared.
+    """
+
+    max_abs_diff: float
+    tolerance: float
+    frames: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything `run` needs to decide whether an engine may be used, and what to rebuild if not."""
+
+    backend: str
+    precision: str
+    profile: BatchProfile
+    bundle_hash: str
+    labels: tuple[str, ...]
+    image_size: int
+    device: DeviceFacts
+    versions: dict[str, str]
+    agreement: Agreement
+    artifact: str | None = None  # file name inside the engine directory; None for the torch backend
+    options: dict[str, Any] = field(default_factory=dict)  # backend options (torch: compile)
+    created: str = ""
+    format_version: int = FORMAT_VERSION
+
+
+@dataclass(frozen=True)
+class EngineExpectation:
+    """What this run needs from an engine. `batch_size` None skips the profile check."""
+
+    bundle_hash: str
+    labels: tuple[str, ...]
+    device: DeviceFacts
+    versions: dict[str, str]
+    batch_size: int | None = None
+
+
+def write_manifest(engine_dir: str | Path, manifest: Manifest) -> Path:
+    path = Path(engine_dir) / MANIFEST_NAME
+    atomic_write_text(path, json.dumps(to_dict(manifest), indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def read_manifest(engine_dir: str | Path) -> Manifest:
+    """The manifest of `engine_dir`; an InputError naming the directory when it is missing or broken."""
+    path = Path(engine_dir) / MANIFEST_NAME
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{engine_dir}: not an engine directory (no {MANIFEST_NAME}); build one with vce-stream build-engine") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: unreadable manifest ({' '.join(str(exc).split())})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: manifest is not a JSON object")
+    version = data.get("format_version")
+    if version != FORMAT_VERSION:
+        raise InputError(f"{path}: manifest format {version!r} is not the one this vce-stream reads ({FORMAT_VERSION}); rebuild the engine")
+    try:
+        return from_dict(Manifest, data, where=str(path))
+    except ConfigError as exc:
+        raise InputError(str(exc)) from None
+
+
+def short_hash(content_hash: str) -> str:
+    return content_hash[:HASH_SHOWN]
+
+
+def find_mismatches(manifest: Manifest, expected: EngineExpectation) -> list[str]:
+    """Every way `manifest` does not fit `expected`, each a short phrase; empty when it fits."""
+    problems = []
+    if manifest.bundle_hash != expected.bundle_hash:
+        problems.append(
+            f"built for another bundle ({short_hash(manifest.bundle_hash)}, this bundle is {short_hash(expected.bundle_hash)})"
+        )
+    elif tuple(manifest.labels) != tuple(expected.labels):
+        problems.append("built for another label set")
+    if manifest.device != expected.device:
+        problems.append(f"built for {manifest.device.summary}, this machine has {expected.device.summary}")
+    for name in REQUIRED_VERSIONS.get(manifest.backend, ()):
+        built, here = manifest.versions.get(name), expected.versions.get(name)
+        if built != here:
+            problems.append(f"built with {name} {built or 'absent'}, this machine has {name} {here or 'absent'}")
+    if expected.batch_size is not None and not manifest.profile.contains(expected.batch_size):
+        problems.append(f"built for batch profile {manifest.profile.text}, this run uses batch {expected.batch_size}")
+    return problems
+
+
+def fixing_profile(profile: BatchProfile, batch_size: int | None) -> BatchProfile:
+    """The profile to rebuild with: the old one, widened to take `batch_size` as its optimum."""
+    if batch_size is None or profile.contains(batch_size):
+        return profile
+    return BatchProfile(min(profile.min, batch_size), batch_size, max(profile.max, batch_size))
+
+
+def build_command(
+    bundle_path: str | Path | None, backend: str, precision: str, profile: BatchProfile, out: str | Path | None
+) -> str:
+    """The `vce-stream build-engine` command line that builds this engine (shell-quoted)."""
+    words = ["vce-stream", "build-engine", "--model", str(bundle_path or "BUNDLE"), "--backend", backend,
+             "--precision", precision, "--batch", profile.text]  # fmt: skip
+    if out is not None:
+        words += ["--out", str(out)]
+    return shlex.join(words)
+
+
+def check_engine(
+    engine_dir: str | Path, manifest: Manifest, expected: EngineExpectation, bundle_path: str | Path | None = None
+) -> None:
+    """Raise EngineMismatchError (one line: the mismatches, then the fixing command) unless it fits."""
+    problems = find_mismatches(manifest, expected)
+    if problems:
+        profile = fixing_profile(manifest.profile, expected.batch_size)
+        command = build_command(bundle_path, manifest.backend, manifest.precision, profile, engine_dir)
+        raise EngineMismatchError(f"engine {engine_dir} cannot be used: {'; '.join(problems)}; rebuild it with: {command}")

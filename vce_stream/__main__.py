@@ -1,0 +1,3 @@
+from vce_stream.cli import main
+
+main()

@@ -1,0 +1,70 @@
+"""The `vce-stream` command line (click).
+
+Sub-commands are registered by name in `_COMMANDS` and imported only when used, so `vce-stream
+evaluate` does not pay for importing torch. Each sub-command lives beside the stage it drives.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from vce_stream import __version__
+from vce_stream.errors import EXIT_FAILED, VceError
+
+# name -> "module:attribute" of a click command.
+_COMMANDS: dict[str, str] = {
+    "evaluate": "vce_stream.metrics.cli:evaluate",
+    "postprocess": "vce_stream.temporal.cli:postprocess",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose commands are imported on first use (click docs, 'Lazily Loading Subcommands')."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(_COMMANDS))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in _COMMANDS:
+            module_name, attr = _COMMANDS[cmd_name].split(":")
+            return getattr(importlib.import_module(module_name), attr)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="vce-stream")
+def cli() -> None:
+    """Read video capsule endoscopy exams and report anatomy and rare findings as events."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: user errors become one line on stderr and their documented exit status."""
+    try:
+        cli.main(args=argv, prog_name="vce-stream", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("vce-stream: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except VceError as exc:
+        click.echo(f"vce-stream: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("vce-stream: interrupted", err=True)
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception:  # a bug: show the traceback, exit 1
+        import traceback
+
+        traceback.print_exc()
+        sys.exit(EXIT_FAILED)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""`vce-stream postprocess SCORES --out events.json`: re-decide events from saved probabilities."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import click
+
+from vce_stream.config import PostprocessConfig, from_dict, load_yaml, override_thresholds
+from vce_stream.errors import ConfigError
+from vce_stream.events.jsonio import write_submission
+from vce_stream.scores import load_scores
+from vce_stream.temporal.postprocess import stream_events
+
+
+def load_postprocess_config(path: str | Path) -> PostprocessConfig:
+    """A YAML file holding PostprocessConfig fields, at the top level or under `postprocess:`."""
+    data = load_yaml(path) or {}
+    if isinstance(data, dict) and "postprocess" in data:
+        data = data["postprocess"]
+    return from_dict(PostprocessConfig, data, where=str(path))
+
+
+@click.command()
+@click.argument("scores", type=click.Path(dir_okay=False))
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Event JSON to write.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML with post-processing settings.")
+@click.option("--thresholds", help='Override thresholds: "0.4", 17 comma-separated numbers, or "polyp=0.2,ulcer=0.1".')
+@click.option("--segmentation", type=click.Choice(["tuple", "label"]), help="Tuple events (default) or one event per label run.")
+@click.option("--order", type=click.Choice(["confidence", "time"]), help="Event order in the file (the ranking).")
+def postprocess(scores: str, out: str, config_path: str | None, thresholds: str | None, segmentation: str | None, order: str | None) -> None:
+    """Turn saved per-frame probabilities (SCORES, from `run --save-scores`) into the event JSON.
+
+    Uses the same streaming engine as `run`, so re-tuning thresholds never needs the exam re-scored.
+    """
+    labels, videos = load_scores(scores)
+    config = load_postprocess_config(config_path) if config_path else PostprocessConfig()
+    changes: dict = {}
+    if thresholds:
+        changes["thresholds"] = override_thresholds(config.thresholds_for(len(labels)), thresholds, labels)
+    if segmentation:
+        changes["segmentation"] = segmentation
+    if order:
+        changes["order"] = order
+    config = dataclasses.replace(config, **changes)
+    try:
+        config.thresholds_for(len(labels))
+    except ConfigError as exc:
+        raise ConfigError(f"{scores}: {exc}") from None
+    events = {vid: stream_events(frames, probs, labels, config) for vid, (frames, probs) in videos.items()}
+    ranges = {vid: (int(f[0]), int(f[-1])) for vid, (f, _) in videos.items() if len(f)}
+    write_submission(out, events, segmentation=config.segmentation, order=config.order, frame_ranges=ranges, labels=labels)
+    click.echo(f"{out}: {sum(len(e) for e in events.values())} label events in {len(events)} video(s)", err=True)

@@ -1,0 +1,25 @@
+"""Frame probabilities of whole videos -> events, through the streaming engine (as `run` does)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from vce_stream.config import PostprocessConfig
+from vce_stream.events.event import Event
+from vce_stream.temporal.streaming import MedianGapState
+
+REPLAY_BATCH = 256  # frames per push when replaying saved scores; any size gives the same events
+
+
+def stream_events(
+    frame_indices: np.ndarray, probs: np.ndarray, labels: Sequence[str], config: PostprocessConfig
+) -> list[Event]:
+    """All events of one video, pushed through `MedianGapState` in batches, then flushed."""
+    state = MedianGapState(labels, config.thresholds_for(len(labels)), config.temporal)
+    events: list[Event] = []
+    for lo in range(0, len(frame_indices), REPLAY_BATCH):
+        events.extend(state.push(frame_indices[lo : lo + REPLAY_BATCH], probs[lo : lo + REPLAY_BATCH]))
+    events.extend(state.flush())
+    return events
