@@ -32,6 +32,7 @@ from vce_stream.errors import VceError
 CACHE_ENV = "VCE_STREAM_ENGINE_CACHE"
 KEY_CHARS = 16
 TEMP_PREFIX = ".building-"
+TIMING_DIR = ".timing"  # TensorRT timing caches, one per GPU and library versions, shared by builds
 
 
 def default_cache_root() -> Path:
@@ -65,6 +66,13 @@ def cache_key(
     }
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:KEY_CHARS]
+
+
+def timing_cache_path(root: str | Path, device: DeviceFacts, versions: dict[str, str]) -> Path:
+    """Where TensorRT builds on this GPU with these libraries keep their timing cache."""
+    payload = {"device": to_dict(device), "versions": {k: versions.get(k) for k in REQUIRED_VERSIONS["tensorrt"]}}
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()[:KEY_CHARS]
+    return Path(root) / TIMING_DIR / f"timing-{digest}.bin"
 
 
 def entry_name(backend: str, precision: str, profile: BatchProfile, key: str) -> str:
@@ -130,7 +138,7 @@ def clear_cache(root: str | Path, bundle_hash: str | None = None, backend: str |
     for path in sorted(root.iterdir()):
         if not path.is_dir():
             continue
-        if path.name.startswith(TEMP_PREFIX):
+        if path.name.startswith(TEMP_PREFIX) or path.name == TIMING_DIR:
             if bundle_hash is None and backend is None:
                 shutil.rmtree(path)
                 removed.append(path)

@@ -95,14 +95,18 @@ def read_manifest(engine_dir: str | Path) -> Manifest:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise InputError(f"{engine_dir}: not an engine directory (no {MANIFEST_NAME}); build one with vce-stream build-engine") from None
+        raise InputError(
+            f"{engine_dir}: not an engine directory (no {MANIFEST_NAME}); build one with vce-stream build-engine"
+        ) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"{path}: unreadable manifest ({' '.join(str(exc).split())})") from None
     if not isinstance(data, dict):
         raise InputError(f"{path}: manifest is not a JSON object")
     version = data.get("format_version")
     if version != FORMAT_VERSION:
-        raise InputError(f"{path}: manifest format {version!r} is not the one this vce-stream reads ({FORMAT_VERSION}); rebuild the engine")
+        raise InputError(
+            f"{path}: manifest format {version!r} is not the one this vce-stream reads ({FORMAT_VERSION}); rebuild the engine"
+        )
     try:
         return from_dict(Manifest, data, where=str(path))
     except ConfigError as exc:

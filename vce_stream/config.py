@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from vce_stream.decoding.config import DecodingConfig
 from vce_stream.errors import ConfigError
 
 T = TypeVar("T")
@@ -67,18 +68,23 @@ class PostprocessConfig:
     segmentation: "tuple" (ground-truth style, a new event whenever the set of labels changes) or
         "label" (one event per label run).
     order: "confidence" (best for the scorer: file order is the ranking) or "time".
+    decoding: metric-aware decoding (vce_stream.decoding); off by default. When on, it produces
+        single-label events that keep tuple boundaries, so it needs segmentation "label".
     """
 
     thresholds: float | tuple[float, ...] = 0.5
     temporal: TemporalConfig = field(default_factory=TemporalConfig)
     segmentation: str = "tuple"
     order: str = "confidence"
+    decoding: DecodingConfig = field(default_factory=DecodingConfig)
 
     def __post_init__(self) -> None:
         if self.segmentation not in SEGMENTATIONS:
             raise ConfigError(f"segmentation must be one of {SEGMENTATIONS}, got {self.segmentation!r}")
         if self.order not in ORDERS:
             raise ConfigError(f"order must be one of {ORDERS}, got {self.order!r}")
+        if self.decoding.enabled and self.segmentation != "label":
+            raise ConfigError("decoding.enabled needs segmentation: label (decoded events already keep tuple boundaries)")
         values = (self.thresholds,) if isinstance(self.thresholds, (int, float)) else self.thresholds
         if not all(0.0 <= float(t) <= 1.0 for t in values):
             raise ConfigError(f"thresholds must lie in [0, 1], got {self.thresholds}")

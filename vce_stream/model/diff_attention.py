@@ -11,7 +11,8 @@ gradient on Q1. (Splitting the pretrained heads into two half-size groups instea
 cosine 0.34 to 0.47 to the pretrained ones at step 0.)
 
 Both groups run in one fused `scaled_dot_product_attention` call over 2H heads: [Q1; Q2], [K1; K2],
-[V; V]; then out = o[:, :H] - lambda o[:, H:].
+[V; V], then out = o[:, :H] - lambda o[:, H:]. (The forward folds lambda and 1 / (1 - lambda_init)
+into the two copies of V, [s V; -lambda s V], so the combination is one sum; the same arithmetic.)
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ class DifferentialAttention(nn.Module):
         self.proj = nn.Linear(self.attn_dim, dim_out or dim, bias=proj_bias)
         self.proj_drop = nn.Dropout(proj_drop)
         self.calibration: list[torch.Tensor] | None = None  # per-batch head RMS while calibrating
+        self._fused_cache: tuple | None = None  # (parameter versions, weight, bias), inference only
 
     @classmethod
     @torch.no_grad()
@@ -136,16 +138,48 @@ class DifferentialAttention(nn.Module):
         """Names (relative to this module) of the parameters the conversion added."""
         return [name for name, _ in self.named_parameters() if not name.startswith(("qkv.", "proj."))]
 
+    def _fused_projection(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Weight (and bias) of Q1, K1, V, Q2, K2 as one projection, rows ordered [Q1, Q2, K1, K2, V].
+
+        With this order the projected tokens view as (B, N, 5, H, D) and [Q1; Q2], [K1; K2] are
+        contiguous blocks of 2H heads: no copy of Q or K is needed for the fused attention call, and one
+        matrix product replaces two. When no gradient is needed (inference) the concatenated weight is
+        cached, keyed to the parameters' storage and version counters, so it is rebuilt exactly when a
+        parameter changes; tracing and export always see the concatenation.
+        """
+        tensors = (self.qkv.weight, self.qk2.weight, self.qkv.bias, self.qk2.bias)
+        cacheable = not (torch.is_grad_enabled() or torch.compiler.is_compiling() or torch.compiler.is_exporting())
+        if cacheable:
+            key = tuple((t.data_ptr(), t._version, t.device) for t in tensors if t is not None)
+            if self._fused_cache is not None and self._fused_cache[0] == key:
+                return self._fused_cache[1], self._fused_cache[2]
+        C = self.attn_dim
+
+        def reorder(group1: torch.Tensor, group2: torch.Tensor) -> torch.Tensor:
+            return torch.cat((group1[:C], group2[:C], group1[C : 2 * C], group2[C:], group1[2 * C :]))
+
+        weight = reorder(self.qkv.weight, self.qk2.weight)
+        bias = None if self.qkv.bias is None else reorder(self.qkv.bias, self.qk2.bias)
+        if cacheable:
+            self._fused_cache = (key, weight, bias)
+        return weight, bias
+
     def forward(
         self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False
     ) -> torch.Tensor:
         B, N, _ = x.shape
         H, D = self.num_heads, self.head_dim
-        q1, k1, v = self.qkv(x).view(B, N, 3, H, D).unbind(2)
-        q2, k2 = self.qk2(x).view(B, N, 2, H, D).unbind(2)
-        q = torch.cat((q1, q2), dim=2).transpose(1, 2)  # (B, 2H, N, D)
-        k = torch.cat((k1, k2), dim=2).transpose(1, 2)
-        v = torch.cat((v, v), dim=2).transpose(1, 2)
+        weight, bias = self._fused_projection()
+        qqkkv = F.linear(x, weight, bias).view(B, N, 5, H, D)
+        q = qqkkv[:, :, 0:2].reshape(B, N, 2 * H, D).transpose(1, 2)  # (B, 2H, N, D) [Q1; Q2], a view
+        k = qqkkv[:, :, 2:4].reshape(B, N, 2 * H, D).transpose(1, 2)  # [K1; K2], a view
+        # [c1 V; c2 V] with (c1, c2) = (s, -lambda s): A1 c1 V + A2 c2 V = s (A1 - lambda A2) V, so the
+        # differential combination and the 1 / (1 - lambda_init) rescale ride on the copy of V that the
+        # fused call needs anyway, and the output is one sum of the two halves.
+        exact_rescale = self.norm is None or self.calibration is not None
+        s = 1.0 / (1.0 - self.lambda_init) if exact_rescale else 1.0
+        coefficients = torch.stack((torch.ones_like(self.lambda_q1[0]), -self.lambda_full())) * s
+        v = (qqkkv[:, :, 4:5] * coefficients.view(1, 1, 2, 1, 1)).reshape(B, N, 2 * H, D).transpose(1, 2)
         if attn_mask is not None and attn_mask.dim() == 4 and attn_mask.size(1) == H:
             attn_mask = torch.cat((attn_mask, attn_mask), dim=1)
         o = F.scaled_dot_product_attention(
@@ -156,12 +190,11 @@ class DifferentialAttention(nn.Module):
             dropout_p=self.attn_drop if self.training else 0.0,
             is_causal=is_causal,
         )
-        o = o[:, :H] - self.lambda_full() * o[:, H:]  # (B, H, N, D)
-        if self.norm is None or self.calibration is not None:
-            if self.calibration is not None:
-                self.calibration.append(o.detach().float().pow(2).mean(-1).sqrt().mean(dim=(0, 2)))
-            o = o * (1.0 / (1.0 - self.lambda_init))
-        else:
+        o = o[:, :H] + o[:, H:]  # (B, H, N, D): s (A1 - lambda A2) V
+        if self.calibration is not None:
+            # RMS of the un-rescaled differential output (1 - lambda_init) A1 V, per head.
+            self.calibration.append((o.detach().float() / s).pow(2).mean(-1).sqrt().mean(dim=(0, 2)))
+        elif self.norm is not None:
             o = self.norm(o) * (1.0 - self.lambda_init)
         x = o.transpose(1, 2).reshape(B, N, self.attn_dim)
         return self.proj_drop(self.proj(x))

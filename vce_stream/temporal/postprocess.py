@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from vce_stream.config import PostprocessConfig
+from vce_stream.decoding.decode import decode_events
 from vce_stream.events.event import Event
 from vce_stream.temporal.streaming import MedianGapState
 
@@ -23,3 +24,17 @@ def stream_events(
         events.extend(state.push(frame_indices[lo : lo + REPLAY_BATCH], probs[lo : lo + REPLAY_BATCH]))
     events.extend(state.flush())
     return events
+
+
+def video_events(
+    frame_indices: np.ndarray, probs: np.ndarray, labels: Sequence[str], config: PostprocessConfig
+) -> list[Event]:
+    """The events written to the final file for one whole video.
+
+    This is the one function `postprocess`, `calibrate` and `run` (for its final file) call, so every
+    path decides events the same way. With `config.decoding` enabled it is the metric-aware decoding
+    (vce_stream.decoding.decode), otherwise the paper's post-processing through the streaming engine.
+    """
+    if config.decoding.enabled:
+        return decode_events(frame_indices, probs, labels, config)
+    return stream_events(frame_indices, probs, labels, config)

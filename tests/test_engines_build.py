@@ -1,0 +1,254 @@
+"""ONNX Runtime (fp32, int8) and torch engines built from a tiny bundle: their checks, their agreement
+with the PyTorch model (alone and through a whole run), the cache, `--backend auto`, and refusals.
+
+Tolerances are the documented ones in engines.build.AgreementTolerance (fp32 1e-4, int8 5e-2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from engines.build import AgreementTolerance, BuildConfig, EngineBuildError, build_engine, calibration_frames
+from engines.cache import list_cached
+from engines.device import DeviceFacts
+from engines.manifest import MANIFEST_NAME, EngineMismatchError, read_manifest
+from engines.profile import BatchProfile
+from vce_stream.cli import main
+from vce_stream.config import PostprocessConfig
+from vce_stream.errors import VceError
+from vce_stream.events.jsonio import read_submission
+from vce_stream.model.bundle import create_random_bundle, load_bundle
+from vce_stream.engine.select import choose_engine, make_scorer
+
+pytest.importorskip("onnxruntime")
+
+PROFILE = BatchProfile(1, 4, 8)
+TOLERANCE = AgreementTolerance()
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return load_bundle(create_random_bundle(tmp_path_factory.mktemp("bundle") / "tiny", "tiny", seed=0))
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory, bundle) -> dict[str, Path]:
+    """One cache holding the three CPU engines of the tiny bundle."""
+    root = tmp_path_factory.mktemp("engines")
+    built = {}
+    for backend, precision in (("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("torch", "fp32")):
+        path, _ = build_engine(bundle, backend, precision, PROFILE, cache_root=root, device="cpu")
+        built[f"{backend}-{precision}"] = path
+    built["root"] = root
+    return built
+
+
+def frames(n: int, size: int = 32, seed: int = 1) -> torch.Tensor:
+    return calibration_frames(n, size, seed)
+
+
+@pytest.mark.parametrize("name", ["onnxruntime-fp32", "onnxruntime-int8", "torch-fp32"])
+def test_built_engines_record_their_properties_and_agree_with_pytorch(cache, bundle, name):
+    path = cache[name]
+    manifest = read_manifest(path)
+    backend, precision = name.split("-")
+    assert (manifest.backend, manifest.precision, manifest.profile) == (backend, precision, PROFILE)
+    assert manifest.bundle_hash == bundle.content_hash and manifest.labels == bundle.labels
+    assert manifest.device.kind == "cpu" and manifest.versions["torch"] == torch.__version__
+    assert manifest.agreement.frames == PROFILE.max + 1
+    assert 0 <= manifest.agreement.max_abs_diff <= TOLERANCE.for_precision(precision)
+    assert path.parent == cache["root"] and path.name.startswith(f"{backend}-{precision}-b1-4-8-")
+    if manifest.artifact:
+        assert (path / manifest.artifact).is_file()
+
+    scorer = make_scorer(bundle, engine_dir=path, device="cpu", batch_size=4)
+    batch = frames(13)  # split into 8 + 5, and the profile is exercised again at run time
+    reference = bundle.build_scorer("cpu").score(batch)
+    probs = scorer.score(batch)
+    assert probs.shape == (13, 17) and probs.dtype == np.float32
+    assert np.abs(probs - reference).max() <= TOLERANCE.for_precision(precision)
+    single = scorer.score(batch[:1])  # below nothing, but a one-frame flush works
+    assert np.abs(single - reference[:1]).max() <= TOLERANCE.for_precision(precision)
+    assert scorer.score(batch[:0]).shape == (0, 17)
+
+
+def test_int8_differs_from_fp32_but_stays_within_its_tolerance(cache, bundle):
+    batch = frames(8)
+    fp32 = make_scorer(bundle, engine_dir=cache["onnxruntime-fp32"]).score(batch)
+    int8 = make_scorer(bundle, engine_dir=cache["onnxruntime-int8"]).score(batch)
+    gap = np.abs(fp32 - int8).max()
+    assert 0 < gap <= TOLERANCE.int8  # quantisation really happened
+
+
+def test_backend_auto_prefers_the_cached_int8_engine_then_falls_back_to_torch(cache, bundle, tmp_path):
+    choice = choose_engine(bundle, "auto", device="cpu", batch_size=4, cache_root=cache["root"])
+    assert (choice.backend, choice.engine_dir) == ("onnxruntime", cache["onnxruntime-int8"])
+    explicit = choose_engine(bundle, "onnxruntime", device="cpu", batch_size=4, cache_root=cache["root"])
+    assert explicit.engine_dir == cache["onnxruntime-int8"]
+    # A batch size outside every cached profile finds nothing: PyTorch, never a silent build.
+    fallback = choose_engine(bundle, "auto", device="cpu", batch_size=64, cache_root=cache["root"])
+    assert (fallback.backend, fallback.engine_dir) == ("torch", None)
+    assert choose_engine(bundle, "auto", device="cpu", cache_root=tmp_path / "empty").backend == "torch"
+    with pytest.raises(VceError, match="no onnxruntime engine .* build one with: vce-stream build-engine --model"):
+        choose_engine(bundle, "onnxruntime", device="cpu", cache_root=tmp_path / "empty")
+
+
+def copy_engine(src: Path, dst: Path, **manifest_changes) -> Path:
+    shutil.copytree(src, dst)
+    data = json.loads((dst / MANIFEST_NAME).read_text())
+    data.update(manifest_changes)
+    (dst / MANIFEST_NAME).write_text(json.dumps(data))
+    return dst
+
+
+def test_an_engine_of_another_bundle_is_refused(cache, tmp_path):
+    other = load_bundle(create_random_bundle(tmp_path / "other", "tiny", seed=1))
+    with pytest.raises(EngineMismatchError, match=r"built for another bundle .* rebuild it with: vce-stream build-engine --model \S+other --backend onnxruntime --precision fp32 --batch 1,4,8"):
+        make_scorer(other, engine_dir=cache["onnxruntime-fp32"])
+
+
+def test_an_engine_from_another_cpu_or_library_version_is_refused(cache, bundle, tmp_path):
+    arm = DeviceFacts(kind="cpu", name="Neoverse-V2", instruction_sets=("asimd", "sve2"))
+    moved = copy_engine(cache["onnxruntime-int8"], tmp_path / "arm", device=dataclasses.asdict(arm))
+    with pytest.raises(EngineMismatchError, match=r"built for Neoverse-V2 \(asimd, sve2\), this machine has"):
+        make_scorer(bundle, engine_dir=moved)
+    versions = read_manifest(cache["onnxruntime-int8"]).versions
+    old = copy_engine(cache["onnxruntime-int8"], tmp_path / "old", versions={**versions, "onnxruntime": "1.20.0"})
+    with pytest.raises(EngineMismatchError, match="built with onnxruntime 1.20.0, this machine has onnxruntime"):
+        make_scorer(bundle, engine_dir=old)
+
+
+def test_a_run_batch_outside_the_profile_and_a_wrong_backend_are_refused(cache, bundle):
+    with pytest.raises(EngineMismatchError, match="built for batch profile 1,4,8, this run uses batch 32.*--batch 1,32,32"):
+        make_scorer(bundle, engine_dir=cache["onnxruntime-fp32"], batch_size=32)
+    with pytest.raises(EngineMismatchError, match="is a onnxruntime engine, but --backend torch"):
+        make_scorer(bundle, "torch", engine_dir=cache["onnxruntime-fp32"])
+
+
+def test_a_build_beyond_its_tolerance_fails_and_leaves_no_engine(bundle, tmp_path):
+    strict = BuildConfig(tolerance=dataclasses.replace(TOLERANCE, int8=1e-6))
+    with pytest.raises(EngineBuildError, match="differ from the PyTorch model's by up to .* more than the int8 tolerance 1e-06"):
+        build_engine(bundle, "onnxruntime", "int8", PROFILE, out=tmp_path / "eng", config=strict)
+    assert not (tmp_path / "eng").exists() and list(tmp_path.iterdir()) == []
+
+
+def test_build_refuses_to_overwrite_a_folder_that_is_not_an_engine(bundle, tmp_path):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("mine")
+    with pytest.raises(VceError, match="not an engine directory; refusing to overwrite"):
+        build_engine(bundle, "torch", "fp32", PROFILE, out=tmp_path / "notes")
+    with pytest.raises(VceError, match=r"onnxruntime engines are built in \('fp32', 'int8'\), not 'fp16'"):
+        build_engine(bundle, "onnxruntime", "fp16", PROFILE, out=tmp_path / "x")
+
+
+def test_cli_builds_lists_and_clears_engines(bundle, tmp_path, capsys):
+    root = tmp_path / "cache"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["build-engine", "--model", str(bundle.path), "--backend", "torch", "--batch", "1,4,8", "--cache-dir", str(root)])
+    assert exit_info.value.code == 0
+    assert "built torch fp32 engine, batch 1,4,8" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["engines", "list", "--cache-dir", str(root)])
+    listing = capsys.readouterr().out
+    assert "1 engine(s)" in listing and f"bundle {bundle.content_hash[:12]}" in listing
+    with pytest.raises(SystemExit) as exit_info:
+        main(["build-engine", "--model", str(bundle.path), "--backend", "torch", "--batch", "4,2,8", "--cache-dir", str(root)])
+    assert exit_info.value.code == 2 and "vce-stream: error: batch profile needs 1 <= min <= opt <= max" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["engines", "clear", "--cache-dir", str(root)])
+    assert "removed 1 engine folder(s)" in capsys.readouterr().out and list_cached(root) == []
+
+
+# --- through a whole run -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def exam(tmp_path_factory) -> Path:
+    from vce_stream.synthetic import SyntheticConfig, make_exam
+
+    video = tmp_path_factory.mktemp("exam") / "exam_07.mkv"
+    make_exam(video, SyntheticConfig(frames=160, width=64, height=64, seed=5, lesion_rate=10))
+    return video
+
+
+def run_and_read(exam: Path, bundle, scorer, out_dir: Path, post: PostprocessConfig) -> tuple[np.ndarray, dict]:
+    from vce_stream.pipeline.run import PipelineConfig, RunOptions, run_exam
+    from vce_stream.scores import load_scores
+
+    out, scores = out_dir / "events.json", out_dir / "scores.npz"
+    options = RunOptions(save_scores=str(scores), postprocess=post, preprocess=bundle.preprocess, pipeline=PipelineConfig(batch_size=4))
+    summary = run_exam(exam, scorer, out, options)
+    assert summary.frames == 160 and not summary.incomplete
+    return load_scores(scores)[1]["exam_07"][1], read_submission(out)
+
+
+def thresholds_away_from(probs: np.ndarray) -> tuple[float, ...]:
+    """Per label, the midpoint of the widest gap between sorted probabilities near the median, so that
+    events exist and no probability sits close to its threshold."""
+    out = []
+    for column in probs.T:
+        values = np.sort(column)
+        middle = values[len(values) // 4 : 3 * len(values) // 4 + 1]
+        gaps = np.diff(middle)
+        i = int(np.argmax(gaps))
+        out.append(float((middle[i] + middle[i + 1]) / 2))
+    return tuple(out)
+
+
+@pytest.mark.parametrize("name", ["onnxruntime-fp32", "onnxruntime-int8", "torch-fp32"])
+def test_engines_through_a_whole_run_agree_with_pytorch(cache, bundle, exam, tmp_path, name):
+    precision = name.split("-")[1]
+    tolerance = TOLERANCE.for_precision(precision)
+    (tmp_path / "ref").mkdir(), (tmp_path / "eng").mkdir()
+    reference_probs, _ = run_and_read(exam, bundle, bundle.build_scorer("cpu"), tmp_path / "ref", PostprocessConfig())
+    post = PostprocessConfig(thresholds=thresholds_away_from(reference_probs), order="time", segmentation="label")
+    reference_probs, reference_events = run_and_read(exam, bundle, bundle.build_scorer("cpu"), tmp_path / "ref", post)
+    scorer = make_scorer(bundle, engine_dir=cache[name], device="cpu", batch_size=4)
+    probs, events = run_and_read(exam, bundle, scorer, tmp_path / "eng", post)
+
+    assert np.abs(probs - reference_probs).max() <= tolerance
+    if precision == "fp32":
+        distance = np.abs(reference_probs - np.array(post.thresholds)).min()
+        assert distance > tolerance  # the condition under which events must be identical
+        assert events == reference_events
+        assert any(events["exam_07"])  # the comparison is not between two empty files
+
+
+def _run_has_engine_option() -> bool:
+    from vce_stream.pipeline.cli import run
+
+    return any("--engine" in getattr(p, "opts", ()) for p in run.params)
+
+
+@pytest.mark.skipif(not _run_has_engine_option(), reason="`vce-stream run --engine` is not wired yet")
+def test_run_command_uses_an_engine_and_refuses_one_of_another_bundle(cache, bundle, exam, tmp_path, capsys):
+    from vce_stream.scores import load_scores
+
+    def run(*extra: str, out: str) -> int:
+        with pytest.raises(SystemExit) as info:
+            main(["run", str(exam), "--model", str(bundle.path), "--out", str(tmp_path / out), "--batch-size", "4",
+                  "--device", "cpu", "-q", *extra])  # fmt: skip
+        return info.value.code
+
+    assert run("--backend", "torch", "--save-scores", str(tmp_path / "ref.npz"), out="ref.json") == 0
+    assert run("--engine", str(cache["onnxruntime-fp32"]), "--save-scores", str(tmp_path / "eng.npz"), out="eng.json") == 0
+    reference = load_scores(tmp_path / "ref.npz")[1]["exam_07"][1]
+    probs = load_scores(tmp_path / "eng.npz")[1]["exam_07"][1]
+    assert np.abs(probs - reference).max() <= TOLERANCE.fp32
+    if np.abs(reference - np.array(bundle.thresholds)).min() > TOLERANCE.fp32:
+        assert read_submission(tmp_path / "eng.json") == read_submission(tmp_path / "ref.json")
+
+    other = create_random_bundle(tmp_path / "other", "tiny", seed=2)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        main(["run", str(exam), "--model", str(other), "--out", str(tmp_path / "x.json"), "--engine", str(cache["onnxruntime-fp32"]), "-q"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and not (tmp_path / "x.json").exists()
+    assert err.count("\n") == 1 and "built for another bundle" in err and "rebuild it with: vce-stream build-engine --model" in err

@@ -1,0 +1,114 @@
+"""Preallocated batches and the decode thread: order, reuse, back-pressure, errors after good batches."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from vce_stream.config import PreprocessConfig
+from vce_stream.pipeline.batches import BatchPool
+from vce_stream.pipeline.reader import BatchReader
+from vce_stream.sources.base import SourceStats, StreamBroken
+from vce_stream.sources.preprocess import prepare_frame
+
+
+class ListSource:
+    """A real FrameSource over in-memory frames (what a decoder yields), optionally breaking at `fail_at`."""
+
+    def __init__(self, n: int, *, fail_at: int | None = None, size: int = 24) -> None:
+        self.name, self.video_id, self.expected_frames = "list", "list", n
+        self.stats = SourceStats()
+        self.n, self.fail_at, self.size = n, fail_at, size
+        self.produced = 0
+        self.closed = False
+
+    def frames(self):
+        for i in range(self.n):
+            if i == self.fail_at:
+                raise StreamBroken(f"list: broken at frame {i}")
+            image = np.full((self.size, self.size, 3), i % 256, dtype=np.uint8)
+            self.produced += 1
+            yield 10 + 2 * i, av.VideoFrame.from_ndarray(image, format="rgb24")
+
+    def close(self) -> None:
+        self.closed = True
+
+
+CFG = PreprocessConfig(size=16)
+
+
+def test_batches_hold_prepared_frames_and_indices_in_order():
+    source = ListSource(23)
+    pool = BatchPool(3, 5, 16)
+    seen_frames, seen_indices = [], []
+    with BatchReader(source, pool, CFG) as reader:
+        for batch in reader:
+            frames, indices = batch.filled()
+            seen_frames.append(frames.numpy().copy())
+            seen_indices.append(indices)
+            pool.release(batch)
+    assert [len(i) for i in seen_indices] == [5, 5, 5, 5, 3]
+    assert np.concatenate(seen_indices).tolist() == [10 + 2 * i for i in range(23)]
+    frames = np.concatenate(seen_frames)
+    for i in (0, 7, 22):
+        expected = prepare_frame(av.VideoFrame.from_ndarray(np.full((24, 24, 3), i, np.uint8), format="rgb24"), CFG)
+        assert np.array_equal(frames[i], expected)
+    assert source.closed
+
+
+def test_the_pool_reuses_its_buffers():
+    pool = BatchPool(2, 4, 16)
+    ids = set()
+    with BatchReader(ListSource(40), pool, CFG) as reader:
+        for batch in reader:
+            ids.add(batch.frames.data_ptr())
+            pool.release(batch)
+    assert len(ids) == 2
+
+
+def test_decoding_waits_for_free_batches_instead_of_running_ahead():
+    source = ListSource(200)
+    pool = BatchPool(3, 4, 16)
+    reader = BatchReader(source, pool, CFG)
+    iterator = iter(reader)
+    first = next(iterator)  # thread started; the consumer now holds one batch and does not release it
+    time.sleep(0.3)
+    assert source.produced <= 3 * 4 + 1  # at most the pool's frames (+ one decoded, waiting for a slot)
+    pool.release(first)
+    rest = sum(batch.count for batch in iterator if pool.release(batch) is None)
+    assert first.count + rest == 200
+    reader.close()
+
+
+def test_a_source_error_arrives_after_the_batches_before_it():
+    pool = BatchPool(3, 4, 16)
+    got = []
+    with pytest.raises(StreamBroken, match="broken at frame 10"):
+        with BatchReader(ListSource(30, fail_at=10), pool, CFG) as reader:
+            for batch in reader:
+                got.extend(batch.filled()[1].tolist())
+                pool.release(batch)
+    assert got == [10 + 2 * i for i in range(10)]  # the partial batch (frames 8, 9) was delivered too
+
+
+def test_close_stops_the_decode_thread_early():
+    source = ListSource(10_000)
+    pool = BatchPool(2, 4, 16)
+    reader = BatchReader(source, pool, CFG)
+    batch = next(iter(reader))
+    pool.release(batch)
+    reader.close()
+    assert not any(t.name == "vce-decode" and t.is_alive() for t in threading.enumerate())
+    assert source.produced < 10_000 and source.closed
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="pinned memory needs CUDA")
+def test_pinned_buffers_when_cuda_is_used():
+    pool = BatchPool(1, 2, 16, pin_memory=True)
+    batch = pool.acquire(threading.Event())
+    assert batch.frames.is_pinned()

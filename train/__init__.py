@@ -1,0 +1,7 @@
+"""Training: Galar-layout data -> a model bundle with per-class thresholds (SPEC §5, §9).
+
+Modules: `config` (TrainConfig), `data` (Galar reader, split by video, datasets), `sampler`
+(square-root frequency sampler), `losses` (ASL + contrastive BCE), `mixup`, `ema`, `validate`
+(frame metrics, thresholds, temporal mAP, presence rule), `presence`, `checkpoint`, `loop` (the run),
+`cli` (`vce-stream train`), `synthetic_galar` (a small data set in the Galar layout for tests).
+"""

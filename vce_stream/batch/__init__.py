@@ -1,0 +1,1 @@
+"""Archives: many exams scored by a local worker pool or Ray tasks, resumable through a journal."""

@@ -1,0 +1,252 @@
+"""Choosing and loading an engine for `vce-stream run`: `--engine DIR` and `--backend auto|...`.
+
+An engine directory is used only if its manifest fits this run (bundle, device, library versions,
+batch size); otherwise one line names the mismatch and the `build-engine` command that fixes it.
+Nothing is ever built here: `--backend auto` takes the best engine already in the cache (a TensorRT
+engine on CUDA, then ONNX Runtime on the CPU) and otherwise the bundle's own PyTorch model.
+
+How `run` calls it:
+
+    scorer = make_scorer(bundle, backend=args.backend, engine_dir=args.engine, device=args.device,
+                         batch_size=args.batch_size)
+
+and may call `choose_engine` with the same arguments first to print which engine it took and why.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engines.cache import default_cache_root, find_cached
+from engines.device import device_facts, library_versions
+from engines.manifest import (
+    EngineExpectation,
+    EngineMismatchError,
+    Manifest,
+    build_command,
+    check_engine,
+    read_manifest,
+)
+from engines.profile import BatchProfile
+from vce_stream.engine.base import FrameScorer
+from vce_stream.errors import ConfigError, VceError
+
+log = logging.getLogger(__name__)
+
+BACKEND_CHOICES = ("auto", "tensorrt", "onnxruntime", "torch")
+
+# `--backend auto`: the first cached engine that fits, in this order (fastest first).
+AUTO_ORDER: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("tensorrt", ("fp16", "bf16", "fp32")),
+    ("onnxruntime", ("int8", "fp32")),
+)
+AUTO_PRECISIONS: dict[str, tuple[str, ...]] = dict(AUTO_ORDER)
+
+# The profile suggested in "build one with: ..." when no engine exists yet.
+DEFAULT_PROFILE = BatchProfile(1, 16, 32)
+
+
+@dataclass(frozen=True)
+class EngineChoice:
+    """What `make_scorer` will run: backend, device, the engine directory (None for the bundle's own
+    PyTorch model), its manifest, and why it was chosen (one line for the run log)."""
+
+    backend: str
+    device: torch.device
+    engine_dir: Path | None
+    manifest: Manifest | None
+    reason: str
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """None or "auto": the first CUDA device if there is one, else the CPU."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise VceError(f"device {device} was asked for, but this machine has no CUDA device")
+    return device
+
+
+def backend_device(backend: str, device: torch.device) -> torch.device:
+    """The device a backend runs on: ONNX Runtime engines run on the CPU, TensorRT on CUDA. A backend
+    whose library is missing is a VceError naming the extra to install."""
+    if backend == "onnxruntime":
+        if importlib.util.find_spec("onnxruntime") is None:
+            raise VceError("onnxruntime engines need onnxruntime (pip install 'vce-stream[onnx]'), which is not installed")
+        return torch.device("cpu")
+    if backend == "tensorrt":
+        if device.type != "cuda":
+            raise VceError("tensorrt engines need a CUDA device and torch_tensorrt; this machine has no CUDA device")
+        return device
+    return device
+
+
+def backend_available(backend: str, device: torch.device) -> bool:
+    if backend == "tensorrt":
+        from vce_stream.engine.tensorrt_engine import tensorrt_available
+
+        return device.type == "cuda" and tensorrt_available()
+    if backend == "onnxruntime":
+        return importlib.util.find_spec("onnxruntime") is not None
+    return True
+
+
+def expectation_for(bundle: Any, backend: str, device: torch.device, batch_size: int | None = None) -> EngineExpectation:
+    """What an engine of `backend` must have been built for to serve `bundle` here."""
+    return EngineExpectation(
+        bundle_hash=bundle.content_hash,
+        labels=tuple(bundle.labels),
+        device=device_facts(backend_device(backend, device)),
+        versions=library_versions(backend),
+        batch_size=batch_size,
+    )
+
+
+def open_engine(
+    engine_dir: str | Path, manifest: Manifest, bundle: Any, device: torch.device, threads: int | None = None
+) -> FrameScorer:
+    """The scorer of an engine directory, without checks (`load_engine` checks first)."""
+    engine_dir = Path(engine_dir)
+    labels = tuple(bundle.labels)
+    if manifest.backend == "onnxruntime":
+        from vce_stream.engine.onnx_engine import OnnxRuntimeOptions, OnnxScorer
+
+        return OnnxScorer(engine_dir / str(manifest.artifact), labels, manifest.profile, OnnxRuntimeOptions(threads=threads))
+    if manifest.backend == "tensorrt":
+        from vce_stream.engine.tensorrt_engine import TensorRTScorer
+
+        return TensorRTScorer(engine_dir / str(manifest.artifact), labels, manifest.profile, backend_device("tensorrt", device))
+    if manifest.backend == "torch":
+        return bundle.build_scorer(device)
+    raise VceError(f"{engine_dir}: unknown engine backend {manifest.backend!r} in its manifest")
+
+
+def load_engine(
+    engine_dir: str | Path,
+    bundle: Any,
+    *,
+    backend: str = "auto",
+    device: str | torch.device | None = None,
+    batch_size: int | None = None,
+    threads: int | None = None,
+) -> FrameScorer:
+    """The engine in `engine_dir`, if it fits this bundle, machine, libraries and batch size."""
+    choice = choose_engine(bundle, backend, engine_dir=engine_dir, device=device, batch_size=batch_size)
+    assert choice.engine_dir is not None and choice.manifest is not None
+    return open_engine(choice.engine_dir, choice.manifest, bundle, choice.device, threads)
+
+
+def choose_engine(
+    bundle: Any,
+    backend: str = "auto",
+    *,
+    engine_dir: str | Path | None = None,
+    device: str | torch.device | None = None,
+    batch_size: int | None = None,
+    cache_root: str | Path | None = None,
+) -> EngineChoice:
+    """Decide what to run, refusing unusable engines; never builds anything."""
+    if backend not in BACKEND_CHOICES:
+        raise ConfigError(f"--backend must be one of {BACKEND_CHOICES}, got {backend!r}")
+    device = resolve_device(device)
+    bundle_path = getattr(bundle, "path", None)
+
+    if engine_dir is not None:
+        engine_dir = Path(engine_dir)
+        manifest = read_manifest(engine_dir)
+        if backend != "auto" and manifest.backend != backend:
+            raise EngineMismatchError(
+                f"engine {engine_dir} is a {manifest.backend} engine, but --backend {backend} was asked for; "
+                f"build one with: {build_command(bundle_path, backend, _default_precision(backend), manifest.profile, None)}"
+            )
+        run_device = backend_device(manifest.backend, device)
+        check_engine(engine_dir, manifest, expectation_for(bundle, manifest.backend, run_device, batch_size), bundle_path)
+        if manifest.artifact is not None and not (engine_dir / manifest.artifact).is_file():
+            raise VceError(f"{engine_dir / manifest.artifact}: engine file missing (named by the manifest); rebuild the engine")
+        return EngineChoice(manifest.backend, run_device, engine_dir, manifest, f"engine {engine_dir} ({_describe(manifest)})")
+
+    root = Path(cache_root) if cache_root is not None else default_cache_root()
+    if backend == "torch":
+        return EngineChoice("torch", device, None, None, f"PyTorch eager on {device}")
+    if backend in ("tensorrt", "onnxruntime"):
+        run_device = backend_device(backend, device)
+        found = _cached(root, bundle, backend, run_device, batch_size, AUTO_PRECISIONS[backend])
+        if found is None:
+            profile = _profile_for(batch_size)
+            raise VceError(
+                f"no {backend} engine for this bundle in the engine cache {root}; build one with: "
+                f"{build_command(bundle_path, backend, _default_precision(backend), profile, None)}"
+            )
+        path, manifest = found
+        return EngineChoice(backend, run_device, path, manifest, f"cached engine {path.name} ({_describe(manifest)})")
+
+    for candidate, precisions in AUTO_ORDER:
+        if not backend_available(candidate, device):
+            continue
+        run_device = backend_device(candidate, device)
+        found = _cached(root, bundle, candidate, run_device, batch_size, precisions)
+        if found is not None:
+            path, manifest = found
+            return EngineChoice(candidate, run_device, path, manifest, f"auto: cached engine {path.name} ({_describe(manifest)})")
+    return EngineChoice("torch", device, None, None, f"auto: no cached engine fits, PyTorch eager on {device}")
+
+
+def make_scorer(
+    bundle: Any,
+    backend: str = "auto",
+    engine_dir: str | Path | None = None,
+    device: str | torch.device | None = None,
+    *,
+    batch_size: int | None = None,
+    cache_root: str | Path | None = None,
+    threads: int | None = None,
+) -> FrameScorer:
+    """The FrameScorer `run` uses: see `choose_engine` for the choice, `open_engine` for the scorer.
+
+    backend: "auto" | "tensorrt" | "onnxruntime" | "torch". engine_dir: an engine directory
+    (`--engine`), checked against this run. device: "cpu", "cuda", "cuda:N" or None (CUDA if present).
+    batch_size: the run's batch size, which must lie in the engine's profile. threads: ONNX Runtime
+    intra-op threads (None: its default).
+    """
+    choice = choose_engine(bundle, backend, engine_dir=engine_dir, device=device, batch_size=batch_size, cache_root=cache_root)
+    log.info("engine: %s", choice.reason)
+    if choice.engine_dir is None:
+        return bundle.build_scorer(choice.device)
+    assert choice.manifest is not None
+    return open_engine(choice.engine_dir, choice.manifest, bundle, choice.device, threads)
+
+
+def _cached(
+    root: Path, bundle: Any, backend: str, device: torch.device, batch_size: int | None, precisions: tuple[str, ...]
+) -> tuple[Path, Manifest] | None:
+    expected = expectation_for(bundle, backend, device, batch_size)
+    for precision in precisions:
+        found = find_cached(root, expected, backend, precision)
+        if found:
+            return found[0]
+    return None
+
+
+def _default_precision(backend: str) -> str:
+    return "fp16" if backend == "tensorrt" else "fp32"
+
+
+def _profile_for(batch_size: int | None) -> BatchProfile:
+    """The profile a "build one with" hint suggests: the default, centred on the run's batch size."""
+    if batch_size is None:
+        return DEFAULT_PROFILE
+    return BatchProfile(1, batch_size, max(DEFAULT_PROFILE.max, batch_size))
+
+
+def _describe(manifest: Manifest) -> str:
+    return (
+        f"{manifest.backend} {manifest.precision}, batch {manifest.profile.text}, "
+        f"max |dp| {manifest.agreement.max_abs_diff:.2g} vs PyTorch"
+    )

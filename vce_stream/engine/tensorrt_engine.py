@@ -1,0 +1,55 @@
+"""The TensorRT engine: a torch-tensorrt ExportedProgram (built by `vce-stream build-engine --backend
+tensorrt`) reloaded without the build step and run on a CUDA device.
+
+uint8 frames cross to the GPU (a quarter of the bytes of float; `non_blocking` from pinned memory)
+and are normalised inside the engine. Batches are fitted into the engine's min/opt/max profile.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engines.profile import BatchProfile, run_in_profile
+
+
+def tensorrt_available() -> bool:
+    """A CUDA device and an importable torch_tensorrt (which registers the ops the program calls)."""
+    if not torch.cuda.is_available():
+        return False
+    try:
+        import torch_tensorrt  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class TensorRTScorer:
+    """`FrameScorer` over a saved torch-tensorrt program on `device` (a CUDA device)."""
+
+    def __init__(
+        self, program_path: str | Path, labels: tuple[str, ...], profile: BatchProfile, device: str | torch.device = "cuda"
+    ) -> None:
+        import torch_tensorrt
+
+        self.device = torch.device(device)
+        if self.device.type != "cuda":
+            raise ValueError(f"TensorRT engines run on a CUDA device, not {self.device}")
+        with torch.cuda.device(self.device):
+            self.module = torch_tensorrt.load(str(program_path)).module()
+        self.labels = tuple(labels)
+        self.profile = profile
+
+    def _run(self, frames: torch.Tensor) -> np.ndarray:
+        with torch.inference_mode():
+            probs = self.module(frames.to(self.device, non_blocking=True))
+        return probs.float().cpu().numpy()
+
+    def score(self, frames: torch.Tensor) -> np.ndarray:
+        if frames.dtype != torch.uint8 or frames.dim() != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"expected uint8 frames (B, H, W, 3), got {frames.dtype} {tuple(frames.shape)}")
+        if frames.shape[0] == 0:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        return run_in_profile(frames, self.profile, self._run)

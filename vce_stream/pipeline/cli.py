@@ -1,0 +1,149 @@
+"""`vce-stream run INPUT --model BUNDLE --out events.json`: score one exam while it streams.
+
+INPUT is a video file, a frame folder, or "-" for a stream on standard input. The input is opened
+before the model is loaded, so a bad input is reported at once (exit 2). An input that breaks part way
+still gets its decided events written, flagged incomplete (exit 3).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+import click
+
+from vce_stream.config import PostprocessConfig, from_dict, load_yaml, override_thresholds, to_dict
+from vce_stream.errors import EXIT_INCOMPLETE, ConfigError, VceError
+from vce_stream.pipeline.run import BACKENDS, PipelineConfig, RunOptions, make_scorer, stream_exam
+from vce_stream.sources import open_source
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' when a CUDA device is present, else 'cpu'; other names pass through."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_run_config(path: str | None) -> tuple[PipelineConfig, dict]:
+    """A YAML file with optional `pipeline:` (PipelineConfig) and `postprocess:` (overrides) sections."""
+    if path is None:
+        return PipelineConfig(), {}
+    data = load_yaml(path) or {}
+    if not isinstance(data, dict) or set(data) - {"pipeline", "postprocess"}:
+        raise ConfigError(f"{path}: expected a mapping with 'pipeline' and/or 'postprocess' sections")
+    pipeline = from_dict(PipelineConfig, data.get("pipeline"), where=f"{path}: pipeline")
+    return pipeline, dict(data.get("postprocess") or {})
+
+
+@click.command("run")
+@click.argument("input", metavar="INPUT", type=click.Path(allow_dash=True))
+@click.option("--model", "model", required=True, type=click.Path(), help="Model bundle directory.")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Event JSON to write (atomically).")
+@click.option("--video-id", help="Video id in the JSON (default: the file or folder name).")
+@click.option("--follow", is_flag=True, help="Print each event as a JSON line on stdout the moment it closes.")
+@click.option("--save-scores", type=click.Path(dir_okay=False), help="Also write per-frame probabilities (for `postprocess`).")
+@click.option("--backend", type=click.Choice(BACKENDS), default="torch", show_default=True, help="Inference engine.")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, or auto (CUDA where available).")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Frames per engine call (default 32).")
+@click.option("--thresholds", help='Override thresholds: "0.4", one number per label, or "polyp=0.2,ulcer=0.1".')
+@click.option("--order", type=click.Choice(["confidence", "time"]), help="Event order in the file (the ranking).")
+@click.option("--segmentation", type=click.Choice(["tuple", "label"]), help="Tuple events (default) or one event per label run.")
+@click.option("--labels-csv", type=click.Path(dir_okay=False), help="Galar label CSV: frame folder file numbers -> frame indices.")
+@click.option("--allow-gaps", is_flag=True, help="Score a frame folder whose numbering has holes.")
+@click.option("--format", "container_format", help="Container of INPUT when it cannot be probed (e.g. mpegts, matroska).")
+@click.option("--frame-offset", type=int, help="Added to video and pipe frame indices (SPEC §4).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML with pipeline: and postprocess: settings.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary line.")
+def run(
+    input: str,
+    model: str,
+    out: str,
+    video_id: str | None,
+    follow: bool,
+    save_scores: str | None,
+    backend: str,
+    device: str,
+    batch_size: int | None,
+    thresholds: str | None,
+    order: str | None,
+    segmentation: str | None,
+    labels_csv: str | None,
+    allow_gaps: bool,
+    container_format: str | None,
+    frame_offset: int | None,
+    config_path: str | None,
+    quiet: bool,
+) -> None:
+    """Score the exam INPUT (video file, frame folder, or - for stdin) and write its events to OUT.
+
+    Exit status: 0 done; 2 the input or an option is unusable (nothing written); 3 the input broke
+    part way (the events decided up to that frame are written, with "vce_stream": {"incomplete": true,
+    "stopped_at_frame": N, ...} in the JSON).
+    """
+    pipeline, post_overrides = load_run_config(config_path)
+    source_changes = {
+        key: value
+        for key, value in (("container_format", container_format), ("frame_offset", frame_offset))
+        if value is not None
+    }
+    if allow_gaps:
+        source_changes["allow_gaps"] = True
+    pipeline = dataclasses.replace(
+        pipeline,
+        source=dataclasses.replace(pipeline.source, **source_changes),
+        **({"batch_size": batch_size} if batch_size else {}),
+    )
+    source = open_source(input, pipeline.source, labels_csv=labels_csv)
+    try:
+        from vce_stream.model.bundle import load_bundle
+
+        bundle = load_bundle(model)
+        device = resolve_device(device)
+        post = _postprocess_config(bundle.postprocess, post_overrides, thresholds, order, segmentation, bundle.labels, config_path)
+        scorer = make_scorer(bundle, backend=backend, device=device)
+    except BaseException:
+        source.close()
+        raise
+    options = RunOptions(
+        video_id=video_id,
+        labels_csv=labels_csv,
+        save_scores=save_scores,
+        postprocess=post,
+        preprocess=bundle.preprocess,
+        pipeline=pipeline,
+        pin_memory=device.startswith("cuda"),
+    )
+    progress = sys.stderr if (not quiet and sys.stderr.isatty()) else None
+    summary = stream_exam(source, scorer, out, options, follow=sys.stdout if follow else None, progress=progress)
+    if not quiet:
+        click.echo(summary.line(), err=True)
+    if summary.incomplete:
+        raise VceError(f"{summary.error} (partial events up to frame {summary.last_frame} written to {out})", exit_code=EXIT_INCOMPLETE)
+
+
+def _postprocess_config(
+    base: PostprocessConfig,
+    overrides: dict,
+    thresholds: str | None,
+    order: str | None,
+    segmentation: str | None,
+    labels: tuple[str, ...],
+    where: str | None,
+) -> PostprocessConfig:
+    """The bundle's post-processing, then the config file's section, then the command-line options."""
+    if overrides:
+        merged = {**to_dict(base), **overrides}
+        base = from_dict(PostprocessConfig, merged, where=f"{where}: postprocess")
+    changes: dict = {}
+    if thresholds:
+        changes["thresholds"] = override_thresholds(base.thresholds_for(len(labels)), thresholds, labels)
+    if order:
+        changes["order"] = order
+    if segmentation:
+        changes["segmentation"] = segmentation
+    post = dataclasses.replace(base, **changes)
+    post.thresholds_for(len(labels))
+    return post

@@ -1,0 +1,111 @@
+"""What every frame source offers the pipeline, its settings, and the errors it raises part way.
+
+A source yields `(frame index, av.VideoFrame)` pairs with strictly increasing indices (SPEC §4) and
+counts the damage it skipped. Errors that stop it before the first frame are `InputError` (exit 2:
+nothing could start); errors after frames were delivered are `StreamBroken` (exit 3: the pipeline
+writes what it decided, flagged incomplete).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import av
+
+from vce_stream.errors import EXIT_INCOMPLETE, ConfigError, InputError
+
+THREAD_TYPES = ("AUTO", "FRAME", "SLICE", "NONE")
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """How inputs are opened and decoded.
+
+    decode_threads: FFmpeg decoder threads (0: one per core).
+    thread_type: FFmpeg threading, "AUTO" (frame and slice threads), "FRAME", "SLICE" or "NONE".
+    scale_threads: swscale threads per frame (1: the decode thread's scaler stays on one core).
+    frame_offset: added to video and pipe frame indices (SPEC §4; frame folders use their file numbers).
+    container_format: FFmpeg demuxer name for inputs that cannot be probed (e.g. "mpegts" on a pipe).
+    max_damaged_run: more consecutive undecodable packets or corrupt frames than this ends the exam
+        (incomplete); fewer are skipped and counted.
+    truncation_tolerance: frames a video may fall short of the length its header announces before it
+        counts as truncated (header durations are rounded).
+    allow_gaps: score a frame folder whose numbering has holes (else it is refused: a hole usually means a
+        copy went wrong, or file numbers that are not frame indices; see --labels-csv).
+    """
+
+    decode_threads: int = 0
+    thread_type: str = "AUTO"
+    scale_threads: int = 1
+    frame_offset: int = 0
+    container_format: str | None = None
+    max_damaged_run: int = 50
+    truncation_tolerance: int = 2
+    allow_gaps: bool = False
+
+    def __post_init__(self) -> None:
+        if self.thread_type not in THREAD_TYPES:
+            raise ConfigError(f"source.thread_type must be one of {THREAD_TYPES}, got {self.thread_type!r}")
+        if self.decode_threads < 0 or self.scale_threads < 0:
+            raise ConfigError("source.decode_threads and source.scale_threads must be >= 0")
+        if self.max_damaged_run < 0 or self.truncation_tolerance < 0:
+            raise ConfigError("source.max_damaged_run and source.truncation_tolerance must be >= 0")
+
+
+@dataclass
+class SourceStats:
+    """What a source skipped or repaired, for the run summary.
+
+    damaged: packets that failed to decode plus frames the decoder flagged corrupt (skipped).
+    missing: frame indices absent between delivered frames (dropped, undecodable, or folder holes).
+    untimed: frames without a usable timestamp, numbered one after their predecessor.
+    """
+
+    delivered: int = 0
+    damaged: int = 0
+    missing: int = 0
+    untimed: int = 0
+
+
+class StreamBroken(InputError):
+    """The input broke after frames were delivered: the exam is incomplete (exit 3)."""
+
+    exit_code = EXIT_INCOMPLETE
+
+
+class FrameSource(Protocol):
+    """A stream of decoded frames with their indices.
+
+    name: how messages name the input (a path, or "<stdin>").
+    video_id: the default video id (file stem or folder name).
+    expected_frames: how many frames the input announces, when it does (for progress and truncation).
+    """
+
+    name: str
+    video_id: str
+    expected_frames: int | None
+    stats: SourceStats
+
+    def frames(self) -> Iterator[tuple[int, av.VideoFrame]]: ...
+
+    def close(self) -> None: ...
+
+
+class ResolutionGuard:
+    """Refuses a resolution change mid-stream: one exam is one capsule, so a change means spliced inputs."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.size: tuple[int, int] | None = None
+
+    def check(self, frame: av.VideoFrame, index: int) -> None:
+        size = (frame.width, frame.height)
+        if self.size is None:
+            self.size = size
+        elif size != self.size:
+            raise StreamBroken(
+                f"{self.name}: resolution changed from {self.size[0]}x{self.size[1]} to "
+                f"{size[0]}x{size[1]} at frame {index}"
+            )

@@ -1,0 +1,111 @@
+"""The one frame preparation used by `run` and by training: FFmpeg's scaler, then a centre crop.
+
+Why one function: FFmpeg's bicubic scaler (swscale) and PIL's antialiased bicubic give different
+pixels, and a model trained on one and run on the other loses accuracy for no reason. So training reads
+its PNG/JPG frames through `read_image`, which decodes them with PyAV and calls `prepare_frame`, the very
+function the streaming pipeline calls on decoded video frames.
+
+Contract: the short side is scaled to `cfg.size` by swscale with `cfg.interpolation` (colour conversion
+to RGB in the same pass, honouring the frame's colour space and range), then the centre
+`size` x `size` square is kept. Output: uint8 (size, size, 3) RGB. Normalisation is not done here: it
+belongs to the engine (on the device).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import av
+import numpy as np
+from av.video.reformatter import Interpolation, VideoReformatter
+
+from vce_stream.config import PreprocessConfig
+from vce_stream.errors import ConfigError, InputError
+
+# PreprocessConfig.interpolation -> swscale algorithm. "bicubic" is what the ffmpeg CLI's scale filter uses.
+INTERPOLATIONS: dict[str, Interpolation] = {
+    "bicubic": Interpolation.BICUBIC,
+    "bilinear": Interpolation.BILINEAR,
+    "area": Interpolation.AREA,
+    "lanczos": Interpolation.LANCZOS,
+}
+
+_local = threading.local()
+
+
+def scaled_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """(width, height) with the short side equal to `size` and the aspect ratio kept (long side rounded)."""
+    if width <= height:
+        return size, max(size, round(height * size / width))
+    return max(size, round(width * size / height)), size
+
+
+def crop_origin(width: int, height: int, size: int) -> tuple[int, int]:
+    """Top-left corner (x, y) of the centred `size` square inside a `width` x `height` image."""
+    return (width - size) // 2, (height - size) // 2
+
+
+def _reformatter() -> VideoReformatter:
+    """One reformatter per thread: it caches its swscale context, which a fresh one per frame rebuilds."""
+    reformatter = getattr(_local, "reformatter", None)
+    if reformatter is None:
+        reformatter = _local.reformatter = VideoReformatter()
+    return reformatter
+
+
+def _interpolation(cfg: PreprocessConfig) -> Interpolation:
+    try:
+        return INTERPOLATIONS[cfg.interpolation]
+    except KeyError:
+        raise ConfigError(f"preprocess.interpolation must be one of {sorted(INTERPOLATIONS)}, got {cfg.interpolation!r}") from None
+
+
+def prepare_frame(
+    frame: av.VideoFrame, cfg: PreprocessConfig, out: np.ndarray | None = None, *, threads: int = 1
+) -> np.ndarray:
+    """A decoded frame as model input: uint8 (S, S, 3) RGB, S = cfg.size (see the module docstring).
+
+    out: a C-contiguous uint8 (S, S, 3) array to write into (a slot of a preallocated batch); returned.
+    threads: swscale threads for this frame (1 keeps the decode thread on one core; 0 = all cores).
+    """
+    size = cfg.size
+    width, height = scaled_size(frame.width, frame.height, size)
+    scaled = _reformatter().reformat(
+        frame, width, height, "rgb24", interpolation=_interpolation(cfg), threads=threads
+    )
+    array = scaled.to_ndarray()
+    x0, y0 = crop_origin(width, height, size)
+    crop = array[y0 : y0 + size, x0 : x0 + size]
+    if out is None:
+        return np.array(crop, dtype=np.uint8, copy=True)
+    if out.shape != (size, size, 3) or out.dtype != np.uint8:
+        raise ValueError(f"out must be uint8 {(size, size, 3)}, got {out.dtype} {out.shape}")
+    np.copyto(out, crop)
+    return out
+
+
+def open_image(path: str | os.PathLike[str]) -> av.VideoFrame:
+    """Decode one PNG/JPG file with PyAV (FFmpeg's decoders, as for videos); InputError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    try:
+        with av.open(str(path)) as container:
+            for frame in container.decode(video=0):
+                return frame
+    except (av.error.FFmpegError, IndexError, ValueError) as exc:
+        raise InputError(f"{path}: not a readable image ({_reason(exc)})") from None
+    raise InputError(f"{path}: not a readable image (no picture in it)")
+
+
+def read_image(path: str | os.PathLike[str], cfg: PreprocessConfig) -> np.ndarray:
+    """A frame file prepared exactly as the pipeline prepares video frames: uint8 (S, S, 3) RGB."""
+    return prepare_frame(open_image(path), cfg)
+
+
+def _reason(exc: BaseException) -> str:
+    """FFmpeg's reason without the errno and path decorations PyAV adds."""
+    text = getattr(exc, "strerror", None) or str(exc)
+    return " ".join(str(text).split())
