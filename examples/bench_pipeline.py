@@ -93,20 +93,42 @@ def model_alone_fps(path: Path, scorer, batch_size: int = 32) -> float:
     return len(frames) / (time.perf_counter() - start)
 
 
+def rss_mb() -> float:
+    """Resident memory of this process now (Linux /proc), in MiB."""
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def run_with_rss_sampling(path: str, threads: int) -> None:
+    """Child-process entry: print RSS before the run and the peak RSS sampled every 20 ms during it."""
+    import threading
+
+    before, peak, done = rss_mb(), [0.0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], rss_mb())
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    pipeline_fps(Path(path), ZeroScorer(), threads)
+    done.set()
+    sampler.join()
+    print(before, max(peak[0], rss_mb()))
+
+
 def peak_memory_mb(path: Path, threads: int) -> tuple[float, float]:
-    """(max RSS, its growth during the run) in MiB, of a child process running the whole pipeline
-    (zero-cost scorer) on `path`. The growth excludes what importing torch and friends costs."""
-    code = (
-        "import sys, resource; sys.path.insert(0, %r)\n"
-        "from bench_pipeline import ZeroScorer, pipeline_fps\n"
-        "from pathlib import Path\n"
-        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        "pipeline_fps(Path(%r), ZeroScorer(), %d)\n"
-        "print(before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
-    ) % (str(Path(__file__).parent), str(path), threads)
+    """(peak RSS during the run, RSS before it) in MiB, of a child process running the whole pipeline
+    (zero-cost scorer) on `path`. Sampled, because ru_maxrss is dominated by importing torch."""
+    code = "import sys; sys.path.insert(0, %r)\nfrom bench_pipeline import run_with_rss_sampling\nrun_with_rss_sampling(%r, %d)\n" % (
+        str(Path(__file__).parent),
+        str(path),
+        threads,
+    )
     result = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
-    before, peak = (int(x) / 1024 for x in result.stdout.split()[-2:])
-    return peak, peak - before
+    before, peak = (float(x) for x in result.stdout.split()[-2:])
+    return peak, before
 
 
 def best_of(repeats: int, measure) -> float:
@@ -151,11 +173,10 @@ def main() -> None:
     lengths = [int(x) for x in args.memory_frames.split(",") if x.strip()]
     if lengths:
         peaks = {n: peak_memory_mb(exam(args.work, n), args.threads) for n in lengths}
-        base_peak, base_growth = peaks[lengths[0]]
+        base_peak, _ = peaks[lengths[0]]
         for n in lengths:
-            peak, growth = peaks[n]
-            rows.append((f"4 peak RSS, {n:,} frames", f"{peak:.0f} MiB", f"{lengths[0]:,} frames {base_peak:.0f} MiB", f"{peak / base_peak:.2f} (within 1 +- 0.10)"))
-            rows.append((f"  growth during the run, {n:,} frames", f"{growth:.0f} MiB", f"{lengths[0]:,} frames {base_growth:.0f} MiB", f"{growth / max(base_growth, 1e-9):.2f}"))
+            peak, before = peaks[n]
+            rows.append((f"4 peak RSS during the run, {n:,} frames", f"{peak:.0f} MiB ({before:.0f} before)", f"{lengths[0]:,} frames {base_peak:.0f} MiB", f"{peak / base_peak:.2f} (within 1 +- 0.10)"))
 
     print(f"# {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), decoder threads {args.threads}")
     widths = [max(len(r[i]) for r in rows + [("measurement", "ours", "baseline", "ratio (target)")]) for i in range(4)]

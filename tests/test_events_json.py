@@ -97,3 +97,11 @@ def test_malformed_json_names_the_file(tmp_path):
 def test_submission_dict_keeps_video_order():
     sub = submission_dict({"b": [], "a": []})
     assert [v["video_id"] for v in sub["videos"]] == ["b", "a"]
+
+
+def test_written_files_get_a_normal_file_mode(tmp_path):
+    path = tmp_path / "events.json"
+    write_submission(path, {"v": []})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask

@@ -125,3 +125,31 @@ def test_a_config_file_sets_pipeline_and_postprocess_and_typos_are_refused(bundl
     bad.write_text("pipeline:\n  batch_sise: 16\n")
     code, _, err = cli(["run", exam, "--model", bundle, "--out", tmp_path / "x.json", "--config", bad], capsys)
     assert code == 2 and "unknown key(s) ['batch_sise']" in err
+
+
+def test_run_with_decoding_writes_what_postprocess_decides_and_marks_live_events(bundle, exam, tmp_path, capsys):
+    """With `postprocess.decoding` on, the final file is the whole-video decision (as `postprocess`), and
+    `--follow` lines say whether each live event is still provisional."""
+    config = tmp_path / "decoding.yaml"
+    config.write_text(
+        "postprocess:\n  segmentation: label\n  thresholds: 0.45\n  decoding:\n    enabled: true\n"
+        "    gating: {enabled: true, gates: 0.5}\n    anatomy: {enabled: true}\n    landmarks: {enabled: true}\n"
+    )
+    out, scores, again = tmp_path / "events.json", tmp_path / "scores.npz", tmp_path / "again.json"
+    code, follow, _ = cli(["run", exam, "--model", bundle, "--out", out, "--save-scores", scores, "--config", config, "--follow", "--quiet"], capsys)
+    assert code == 0
+    code, _, _ = cli(["postprocess", scores, "--out", again, "--config", config], capsys)
+    assert code == 0
+    assert out.read_bytes() == again.read_bytes()
+    live = [json.loads(line) for line in follow.splitlines()]
+    assert live and all(isinstance(r["provisional"], bool) for r in live)
+    # Anatomy is one monotone path: each section's events (cut at tuple boundaries) join into one stretch.
+    sections = ("mouth", "esophagus", "stomach", "small intestine", "colon")
+    pieces: dict[str, list[tuple[int, int]]] = {}
+    for e in read_submission(out)["exam_02"]:
+        if e["label"][0] in sections:
+            pieces.setdefault(e["label"][0], []).append((e["start"], e["end"]))
+    assert pieces
+    for spans in pieces.values():
+        spans.sort()
+        assert all(b[0] == a[1] + 1 for a, b in zip(spans, spans[1:]))

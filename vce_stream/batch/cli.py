@@ -39,7 +39,7 @@ def cuda_devices(device: str) -> tuple[str, ...]:
 @click.option("--ray", "ray_address", metavar="auto|ADDRESS", help="Run the exams as Ray tasks: 'auto' (RAY_ADDRESS, a running local cluster, else a new local instance) or a cluster address.")
 @click.option("--cpus-per-exam", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True, help="Ray: CPUs each exam reserves (and its torch threads).")
 @click.option("--gpus-per-exam", type=click.FloatRange(min=0), help="Ray: GPUs each exam reserves (default 1 where the cluster has GPUs, else 0).")
-@click.option("--backend", type=click.Choice(BACKENDS), default="torch", show_default=True, help="Inference engine.")
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True, help="Inference engine; auto: the best engine built for this machine (`build-engine`), else torch.")
 @click.option("--device", default="auto", show_default=True, help="Local pool: cpu, cuda, cuda:N, or auto (CUDA where available).")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Frames per engine call (default 32).")
 @click.option("--thresholds", help='Override thresholds: "0.4", one number per label, or "polyp=0.2,ulcer=0.1".')

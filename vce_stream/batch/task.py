@@ -87,7 +87,7 @@ def _scorer(task: ExamTask) -> Any:
                 f"{task.bundle}: this worker's model bundle differs from the driver's "
                 f"(content hash {bundle.content_hash[:16]}, expected {task.bundle_hash[:16]})"
             )
-        _SCORERS[key] = make_scorer(bundle, backend=task.backend, device=task.device)
+        _SCORERS[key] = make_scorer(bundle, backend=task.backend, device=task.device, batch_size=task.options.pipeline.batch_size, threads=task.threads)
     return _SCORERS[key]
 
 

@@ -45,7 +45,8 @@ def load_run_config(path: str | None) -> tuple[PipelineConfig, dict]:
 @click.option("--video-id", help="Video id in the JSON (default: the file or folder name).")
 @click.option("--follow", is_flag=True, help="Print each event as a JSON line on stdout the moment it closes.")
 @click.option("--save-scores", type=click.Path(dir_okay=False), help="Also write per-frame probabilities (for `postprocess`).")
-@click.option("--backend", type=click.Choice(BACKENDS), default="torch", show_default=True, help="Inference engine.")
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True, help="Inference engine; auto: the best engine built for this machine (`build-engine`), else torch.")
+@click.option("--engine", "engine_dir", type=click.Path(file_okay=False), help="An engine directory from `build-engine` (checked against this bundle and machine).")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, or auto (CUDA where available).")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Frames per engine call (default 32).")
 @click.option("--thresholds", help='Override thresholds: "0.4", one number per label, or "polyp=0.2,ulcer=0.1".')
@@ -65,6 +66,7 @@ def run(
     follow: bool,
     save_scores: str | None,
     backend: str,
+    engine_dir: str | None,
     device: str,
     batch_size: int | None,
     thresholds: str | None,
@@ -103,7 +105,7 @@ def run(
         bundle = load_bundle(model)
         device = resolve_device(device)
         post = _postprocess_config(bundle.postprocess, post_overrides, thresholds, order, segmentation, bundle.labels, config_path)
-        scorer = make_scorer(bundle, backend=backend, device=device)
+        scorer = make_scorer(bundle, backend=backend, device=device, engine_dir=engine_dir, batch_size=pipeline.batch_size)
     except BaseException:
         source.close()
         raise

@@ -1,7 +1,10 @@
 """One exam through the pipeline: source -> batches -> scorer -> MedianGapState -> sinks.
 
 `run_exam` is the whole run as a Python function (the CLI and batch runs call it). Events go to the
-`--follow` sink the moment the temporal stage closes them, and to the event JSON at the end. When the
+`--follow` sink the moment the temporal stage closes them, and to the event JSON at the end. With the
+metric-aware decoding on (`postprocess.decoding`), live events come from `LiveDecoder` and carry
+`"provisional": true` until their label is decided; the final file is then decided on the whole video
+by `video_events`, the function `postprocess` uses, from the probabilities kept in memory. When the
 input breaks part way (or the run is interrupted), nothing decided is lost: the temporal state is
 flushed at the last scored frame and the JSON is written atomically with a `vce_stream` block that says
 the exam is incomplete and where it stopped.
@@ -18,6 +21,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from vce_stream.config import PostprocessConfig, PreprocessConfig
+from vce_stream.decoding.live import LiveDecoder
 from vce_stream.engine.base import FrameScorer
 from vce_stream.errors import EXIT_INCOMPLETE, EXIT_OK, ConfigError, InputError, VceError
 from vce_stream.events.event import Event
@@ -28,9 +32,10 @@ from vce_stream.pipeline.progress import ProgressBar
 from vce_stream.pipeline.reader import BatchReader
 from vce_stream.scores import save_scores
 from vce_stream.sources import FrameSource, SourceConfig, SourceStats, open_source
+from vce_stream.temporal.postprocess import video_events
 from vce_stream.temporal.streaming import MedianGapState
 
-BACKENDS = ("torch",)
+BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
 
 
 @dataclass(frozen=True)
@@ -138,11 +143,24 @@ class RunSummary:
         }
 
 
-def make_scorer(bundle: Any, *, backend: str = "torch", device: str = "cpu") -> FrameScorer:
-    """The engine for `bundle` on `backend`: the one place engine selection grows (ONNX Runtime, TensorRT)."""
+def make_scorer(
+    bundle: Any,
+    *,
+    backend: str = "auto",
+    device: str = "cpu",
+    engine_dir: str | os.PathLike[str] | None = None,
+    batch_size: int | None = None,
+    threads: int | None = None,
+) -> FrameScorer:
+    """The engine for `bundle`: torch, or a built ONNX Runtime / TensorRT engine (`vce_stream.engine.select`).
+
+    `auto` takes the best matching engine already built for this machine and never builds one.
+    """
+    from vce_stream.engine.select import make_scorer as select_scorer
+
     if backend not in BACKENDS:
         raise ConfigError(f"--backend must be one of {BACKENDS}, got {backend!r}")
-    return bundle.build_scorer(device)
+    return select_scorer(bundle, backend, engine_dir=engine_dir, device=device, batch_size=batch_size, threads=threads)
 
 
 class ScoreRecorder:
@@ -196,9 +214,10 @@ def stream_exam(
     labels = tuple(scorer.labels)
     post = options.postprocess
     video_id = options.video_id or source.video_id
-    state = MedianGapState(labels, post.thresholds_for(len(labels)), post.temporal)
+    decoder = LiveDecoder(labels, post) if post.decoding.enabled else None
+    state = MedianGapState(labels, post.thresholds_for(len(labels)), post.temporal) if decoder is None else None
     sink = JsonLinesSink(follow) if follow is not None else None
-    recorder = ScoreRecorder() if options.save_scores else None
+    recorder = ScoreRecorder() if options.save_scores or decoder is not None else None
     config = options.pipeline
     pool = BatchPool(config.queue_depth + 2, config.batch_size, options.preprocess.size, pin_memory=options.pin_memory)
     bar = ProgressBar(video_id, source.expected_frames, progress, enabled=progress is not None) if progress else None
@@ -206,14 +225,26 @@ def stream_exam(
     frames, first, last = 0, 0, -1
     error: BaseException | None = None
 
-    def emit(closed: list[Event]) -> None:
+    def emit(closed: list[Event], provisional: list[bool] | None = None) -> None:
         nonlocal sink
         events.extend(closed)
         if sink is not None and closed:
             try:
-                sink.emit(video_id, closed)
+                if provisional is None:
+                    sink.emit(video_id, closed)
+                else:
+                    for ev, flag in zip(closed, provisional):
+                        sink.emit(video_id, [ev], provisional=flag)
             except OSError:  # the reader of --follow went away (closed pipe): the JSON still gets written
                 sink = None
+
+    def decide(indices: np.ndarray | None, probs: np.ndarray | None) -> None:
+        """Push a batch (or flush, with None) through the live temporal stage."""
+        if decoder is None:
+            emit(state.push(indices, probs) if indices is not None else state.flush())
+        else:
+            live = decoder.push(indices, probs) if indices is not None else decoder.flush()
+            emit([le.event for le in live], [not le.final for le in live])
 
     start = time.perf_counter()
     with BatchReader(source, pool, options.preprocess, scale_threads=config.source.scale_threads) as reader:
@@ -224,7 +255,7 @@ def stream_exam(
                 pool.release(batch)
                 if probs.shape != (indices.size, len(labels)):
                     raise ValueError(f"the scorer returned {probs.shape} for {indices.size} frames x {len(labels)} labels")
-                emit(state.push(indices, probs))
+                decide(indices, probs)
                 if recorder is not None:
                     recorder.add(indices, probs)
                 if frames == 0:
@@ -244,7 +275,9 @@ def stream_exam(
         if error is not None:
             raise error
         raise InputError(f"{source.name}: no frames")
-    emit(state.flush())
+    decide(None, None)
+    if decoder is not None:  # the whole-video decision, exactly as `postprocess` makes it
+        events = video_events(*recorder.arrays(len(labels)), labels, post)
     stats: SourceStats = source.stats
     summary = RunSummary(
         input=source.name,
