@@ -7,6 +7,7 @@ check passed, so an engine directory is either complete (with its manifest) or a
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
 import shutil
@@ -145,7 +146,7 @@ def build_engine(
                 f"the {backend} {precision} engine does not have the requested properties: {'; '.join(problems)}"
             )
         agreement = _measure(model, open_engine(workdir, manifest, bundle, run_device), profile, image_size, precision, config)
-        manifest = _replace(manifest, agreement=agreement)
+        manifest = dataclasses.replace(manifest, agreement=agreement)
         write_manifest(workdir, manifest)
         _move_into_place(workdir, target)
     finally:
@@ -199,12 +200,6 @@ def _measure(
             f"more than the {precision} tolerance {tolerance:g}"
         )
     return Agreement(max_abs_diff=diff, tolerance=tolerance, frames=int(frames.shape[0]))
-
-
-def _replace(manifest: Manifest, **changes: Any) -> Manifest:
-    import dataclasses
-
-    return dataclasses.replace(manifest, **changes)
 
 
 def _check_replaceable(target: Path) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from engines import BACKENDS, PRECISIONS
+from engines.profile import BatchProfile
 
 _ALL_PRECISIONS = sorted({p for values in PRECISIONS.values() for p in values})
 
@@ -17,7 +18,7 @@ _ALL_PRECISIONS = sorted({p for values in PRECISIONS.values() for p in values})
               help="tensorrt (CUDA GPU), onnxruntime (CPU) or torch (the PyTorch model itself).")
 @click.option("--precision", type=click.Choice(_ALL_PRECISIONS), default="fp32", show_default=True,
               help="tensorrt: fp32|fp16|bf16; onnxruntime: fp32|int8; torch: fp32.")
-@click.option("--batch", "batch", default="1,16,32", show_default=True, metavar="MIN,OPT,MAX",
+@click.option("--batch", "batch", default=BatchProfile().text, show_default=True, metavar="MIN,OPT,MAX",
               help="Batch profile: smallest, most frequent (the run's --batch-size) and largest batch.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Engine directory to write (default: the engine cache, where `run --backend auto` finds it).")

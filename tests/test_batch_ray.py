@@ -100,3 +100,14 @@ def test_an_address_where_no_cluster_listens_fails_at_once(ray_address):
         check_reachable(f"127.0.0.1:{port}")
     check_reachable(ray_address)  # the live cluster answers
     check_reachable("auto")  # not a host:port: left to Ray
+
+
+def test_a_cluster_without_room_for_one_exam_is_a_one_line_input_error(ray_address):
+    from vce_stream.batch.ray_runner import RayConfig, RayRunner
+    from vce_stream.batch.task import score_exam
+
+    if ray.cluster_resources().get("GPU", 0) >= 1:
+        pytest.skip("the test cluster has a GPU: one exam fits")
+    with pytest.raises(InputError, match=f"--ray {ray_address}: the cluster has no room for one exam"):
+        RayRunner(score_exam, RayConfig(address=ray_address, gpus_per_exam=1))
+    assert ray.is_initialized()  # a connection the runner did not open is left alone

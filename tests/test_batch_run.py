@@ -180,12 +180,14 @@ def test_changed_settings_or_a_changed_exam_are_scored_again(archive, bundle, tm
     assert summary_rows(out)["b.mkv"]["frames"] == "110"
 
 
-def test_an_archive_without_exams_or_a_bad_bundle_is_refused_before_anything_runs(bundle, tmp_path, capsys):
+def test_an_archive_without_exams_a_bad_bundle_or_device_is_refused_before_anything_runs(bundle, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     code, _, err = batch(tmp_path / "empty", bundle, tmp_path / "out", capsys)
     assert code == EXIT_BAD_INPUT and "no exams found" in err
     code, _, err = batch(tmp_path / "empty", tmp_path / "no_bundle", tmp_path / "out2", capsys)
     assert code == EXIT_BAD_INPUT and "no_bundle" in err and not (tmp_path / "out2").exists()
+    code, _, err = batch(tmp_path / "empty", bundle, tmp_path / "out3", capsys, "--device", "gpu")
+    assert code == EXIT_BAD_INPUT and "--device gpu: not a device" in err and not (tmp_path / "out3").exists()
 
 
 def test_hostile_exam_names_stay_inside_outdir(bundle, tmp_path, capsys):

@@ -22,6 +22,7 @@ from vce_stream.model.bundle import (
     WEIGHTS_NAME,
     create_random_bundle,
     load_bundle,
+    replace_postprocess,
     save_bundle,
 )
 from vce_stream.model.classifier import build_classifier
@@ -144,6 +145,18 @@ def test_random_bundle_with_a_subset_of_labels(tmp_path):
     bundle = load_bundle(create_random_bundle(tmp_path / "b", labels=["polyp", "ulcer"]))
     assert bundle.labels == ("polyp", "ulcer") and bundle.arch.num_labels == 2
     assert bundle.build_scorer().score(frames(2)).shape == (2, 2)
+
+
+def test_replace_postprocess_keeps_the_weights_and_refuses_settings_that_do_not_fit(copy_of_bundle):
+    before = load_bundle(copy_of_bundle)
+    manifest = (copy_of_bundle / MANIFEST_NAME).read_bytes()
+    with pytest.raises(InputError, match=f"{copy_of_bundle / MANIFEST_NAME}: postprocess: .*3 .*17"):
+        replace_postprocess(copy_of_bundle, PostprocessConfig(thresholds=(0.1, 0.2, 0.3)))
+    assert (copy_of_bundle / MANIFEST_NAME).read_bytes() == manifest  # nothing written
+    after = replace_postprocess(copy_of_bundle, PostprocessConfig(thresholds=0.25, order="time"))
+    assert after.thresholds == (0.25,) * len(LABELS) and after.postprocess.order == "time"
+    assert after.content_hash == before.content_hash and after.manifest.source == before.manifest.source
+    assert load_bundle(copy_of_bundle).postprocess == after.postprocess
 
 
 # --- validation -----------------------------------------------------------------------------------

@@ -78,12 +78,19 @@ def test_calibrate_refuses_mismatched_videos(small_set):
         calibrate({vid: scores[vid] for vid in VIDEOS[:3]}, gt, LABELS, PostprocessConfig(), SearchConfig(**SMALL_SEARCH))
 
 
-def test_calibrate_command_writes_settings_postprocess_reproduces(tmp_path, small_set, capsys):
+@pytest.fixture
+def input_files(tmp_path, small_set):
+    """The small set as the command reads it: (scores .npz, ground-truth JSON)."""
     gt, scores = small_set
     gt_path = tmp_path / "gt.json"
     gt_path.write_text(json.dumps({"videos": [{"video_id": v, "events": gt[v]} for v in VIDEOS]}))
     scores_path = tmp_path / "scores.npz"
     save_scores(scores_path, scores, LABELS)
+    return scores_path, gt_path
+
+
+def test_calibrate_command_writes_settings_postprocess_reproduces(tmp_path, input_files, capsys):
+    scores_path, gt_path = input_files
     calib = tmp_path / "calib.yaml"
     code = run_cli(["calibrate", str(scores_path), str(gt_path), "--out", str(calib), "--folds", "2", "--rounds", "1", "--metric", "map50"])
     assert code == 0
@@ -100,14 +107,10 @@ def test_calibrate_command_writes_settings_postprocess_reproduces(tmp_path, smal
     assert result.map95 == pytest.approx(float(in_sample.group(2)), abs=1e-4)
 
 
-def test_calibrate_writes_into_a_bundle_that_still_loads(tmp_path, small_set, capsys):
+def test_calibrate_writes_into_a_bundle_that_still_loads(tmp_path, input_files, capsys):
     from vce_stream.model.bundle import create_random_bundle, load_bundle
 
-    gt, scores = small_set
-    gt_path = tmp_path / "gt.json"
-    gt_path.write_text(json.dumps({"videos": [{"video_id": v, "events": gt[v]} for v in VIDEOS]}))
-    scores_path = tmp_path / "scores.npz"
-    save_scores(scores_path, scores, LABELS)
+    scores_path, gt_path = input_files
     bundle_dir = create_random_bundle(tmp_path / "bundle", arch="tiny", seed=0)
     before = load_bundle(bundle_dir)
     code = run_cli(["calibrate", str(scores_path), str(gt_path), "--out", str(tmp_path / "c.yaml"), "--bundle", str(bundle_dir),
@@ -131,3 +134,15 @@ def test_calibrate_command_bad_input_is_one_line_status_2(tmp_path, capsys):
     code = run_cli(["calibrate", str(tmp_path / "s.npz"), str(gt_path), "--out", str(tmp_path / "c.yaml")])
     assert code == 2
     assert "cross-validation needs at least 5" in capsys.readouterr().err
+
+
+def test_calibrate_refuses_a_bundle_of_other_labels_before_searching(tmp_path, input_files, capsys):
+    from vce_stream.model.bundle import MANIFEST_NAME, create_random_bundle
+
+    scores_path, gt_path = input_files
+    bundle_dir = create_random_bundle(tmp_path / "bundle", labels=["polyp", "ulcer"])
+    manifest = (bundle_dir / MANIFEST_NAME).read_bytes()
+    code = run_cli(["calibrate", str(scores_path), str(gt_path), "--out", str(tmp_path / "c.yaml"), "--bundle", str(bundle_dir)])
+    assert code == 2
+    assert "labels differ" in capsys.readouterr().err
+    assert not (tmp_path / "c.yaml").exists() and (bundle_dir / MANIFEST_NAME).read_bytes() == manifest

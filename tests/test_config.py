@@ -40,3 +40,28 @@ def test_override_thresholds_forms():
     for bad in ["0.1,0.2", "polip=0.2", "x", "1.5"]:
         with pytest.raises(ConfigError):
             override_thresholds(base, bad, LABELS)
+
+
+def test_command_line_options_apply_last_and_are_checked():
+    from vce_stream.config import with_command_line
+
+    base = PostprocessConfig(thresholds=0.5)
+    cfg = with_command_line(base, LABELS, thresholds="polyp=0.2", order="time", segmentation="label")
+    assert cfg.order == "time" and cfg.segmentation == "label"
+    assert cfg.thresholds_for(17)[LABELS.index("polyp")] == 0.2 and cfg.temporal == base.temporal
+    assert with_command_line(base, LABELS) == base
+    with pytest.raises(ConfigError, match="3 thresholds given for 17 labels"):
+        with_command_line(PostprocessConfig(thresholds=(0.5, 0.5, 0.5)), LABELS)
+
+
+def test_a_dataclass_check_names_the_file_it_came_from():
+    with pytest.raises(ConfigError, match=r"^run.yaml: postprocess.temporal: temporal.window must be an odd number"):
+        from_dict(PostprocessConfig, {"temporal": {"window": 4}}, where="run.yaml: postprocess")
+
+
+def test_merge_nested_overrides_only_the_keys_named():
+    from vce_stream.config import merge_nested
+
+    bundle = to_dict(PostprocessConfig(temporal=TemporalConfig(window=9, gap=3)))
+    merged = from_dict(PostprocessConfig, merge_nested(bundle, {"temporal": {"gap": 1}, "order": "time"}))
+    assert merged.temporal == TemporalConfig(window=9, gap=1) and merged.order == "time"

@@ -38,6 +38,9 @@ from vce_stream.temporal.postprocess import stream_events, video_events
     st.integers(0, 6),
     st.integers(1, 5),
 )
+# float32(0.7) < 0.7: the reference drops it, and so must the decoding (no float32 comparison).
+@example(np.full((1, 3), np.float32(0.7)), [], 1, 0, 1)
+@example(np.full((4, 3), 0.7 + 1e-12), [1, 1, 1], 1, 0, 1)  # float64 input just above a threshold
 def test_filter_runs_equal_the_offline_reference(probs, steps, window, gap, min_len):
     steps = (steps + [1] * probs.shape[0])[: probs.shape[0] - 1]
     frames = np.concatenate([[5], 5 + np.cumsum(steps)]).astype(np.int64)

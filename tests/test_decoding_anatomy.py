@@ -46,11 +46,15 @@ def test_offline_path_is_monotone_and_optimal(emissions, penalty):
 
 @settings(max_examples=100, deadline=None)
 @given(emission_arrays, st.floats(0, 6), st.integers(1, 4))
-def test_online_with_lag_beyond_the_video_equals_offline(emissions, penalty, batch):
+def test_online_with_lag_beyond_the_video_gives_the_offline_path_or_an_equal_scoring_tie(emissions, penalty, batch):
     online = OnlineMonotoneViterbi(emissions.shape[1], penalty, lag=emissions.shape[0] + 1)
     parts = [online.push(emissions[i : i + batch]) for i in range(0, emissions.shape[0], batch)]
     parts.append(online.flush())
-    assert np.array_equal(np.concatenate(parts), monotone_viterbi(emissions, penalty))
+    online_path, offline_path = np.concatenate(parts), monotone_viterbi(emissions, penalty)
+    assert np.all(np.diff(online_path) >= 0)
+    if not np.array_equal(online_path, offline_path):
+        # Only a tie within rounding may be broken differently (the two forms sum in different orders).
+        assert path_score(emissions, online_path, penalty) == pytest.approx(path_score(emissions, offline_path, penalty), rel=0, abs=1e-9)
 
 
 def noisy_sections(rng: np.random.Generator, lengths: list[int], noise: float) -> tuple[np.ndarray, np.ndarray]:

@@ -221,13 +221,6 @@ def test_engines_through_a_whole_run_agree_with_pytorch(cache, bundle, exam, tmp
         assert any(events["exam_07"])  # the comparison is not between two empty files
 
 
-def _run_has_engine_option() -> bool:
-    from vce_stream.pipeline.cli import run
-
-    return any("--engine" in getattr(p, "opts", ()) for p in run.params)
-
-
-@pytest.mark.skipif(not _run_has_engine_option(), reason="`vce-stream run --engine` is not wired yet")
 def test_run_command_uses_an_engine_and_refuses_one_of_another_bundle(cache, bundle, exam, tmp_path, capsys):
     from vce_stream.scores import load_scores
 
@@ -237,13 +230,17 @@ def test_run_command_uses_an_engine_and_refuses_one_of_another_bundle(cache, bun
                   "--device", "cpu", "-q", *extra])  # fmt: skip
         return info.value.code
 
-    assert run("--backend", "torch", "--save-scores", str(tmp_path / "ref.npz"), out="ref.json") == 0
-    assert run("--engine", str(cache["onnxruntime-fp32"]), "--save-scores", str(tmp_path / "eng.npz"), out="eng.json") == 0
+    assert run("--backend", "torch", "--save-scores", str(tmp_path / "probe.npz"), out="probe.json") == 0
+    thresholds = thresholds_away_from(load_scores(tmp_path / "probe.npz")[1]["exam_07"][1])
+    spec = ",".join(repr(value) for value in thresholds)
+    assert run("--backend", "torch", "--thresholds", spec, "--save-scores", str(tmp_path / "ref.npz"), out="ref.json") == 0
+    assert run("--engine", str(cache["onnxruntime-fp32"]), "--thresholds", spec, "--save-scores", str(tmp_path / "eng.npz"), out="eng.json") == 0
     reference = load_scores(tmp_path / "ref.npz")[1]["exam_07"][1]
     probs = load_scores(tmp_path / "eng.npz")[1]["exam_07"][1]
     assert np.abs(probs - reference).max() <= TOLERANCE.fp32
-    if np.abs(reference - np.array(bundle.thresholds)).min() > TOLERANCE.fp32:
-        assert read_submission(tmp_path / "eng.json") == read_submission(tmp_path / "ref.json")
+    assert np.abs(reference - np.array(thresholds)).min() > TOLERANCE.fp32  # so the events must be identical
+    events = read_submission(tmp_path / "eng.json")
+    assert events == read_submission(tmp_path / "ref.json") and any(e["label"] for e in events["exam_07"])
 
     other = create_random_bundle(tmp_path / "other", "tiny", seed=2)
     capsys.readouterr()

@@ -225,15 +225,15 @@ def test_engine_layer_report_precisions_are_read_and_checked():
     assert tensorrt_builder.precision_problems("fp32", set()) == []  # no detailed report: no verdict
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_a_tensorrt_engine_is_refused_where_there_is_no_cuda(tmp_path):
     from vce_stream.engine.select import choose_engine
+    from vce_stream.model.bundle import create_random_bundle, load_bundle
 
-    if torch.cuda.is_available():
-        pytest.skip("this machine has CUDA")
-    write_manifest(tmp_path, trt_manifest())
-    bundle = types.SimpleNamespace(content_hash=HASH, labels=LABELS, path="bundle")
+    bundle = load_bundle(create_random_bundle(tmp_path / "bundle", "tiny", seed=0))
+    write_manifest(tmp_path / "engine", trt_manifest(bundle_hash=bundle.content_hash, labels=bundle.labels))
     with pytest.raises(VceError, match="tensorrt engines need a CUDA device"):
-        choose_engine(bundle, engine_dir=tmp_path)
+        choose_engine(bundle, engine_dir=tmp_path / "engine")
 
 
 @pytest.mark.gpu

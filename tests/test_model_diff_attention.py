@@ -169,3 +169,18 @@ def test_inference_cache_follows_parameter_updates():
         expected = explicit_differential_attention(m, x)
     assert not torch.allclose(first, after)
     torch.testing.assert_close(after, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_inference_cache_follows_replaced_parameters():
+    torch.manual_seed(6)
+    m = DifferentialAttention.from_attention(Attention(32, num_heads=4, qkv_bias=True)).eval()
+    x = torch.randn(2, 7, 32)
+    with torch.no_grad():
+        first = m(x)
+        replacement = {k: v.clone() for k, v in m.state_dict().items()}
+        replacement["qk2.weight"] = replacement["qk2.weight"] + 0.5
+        m.load_state_dict(replacement, assign=True)  # new parameter objects, version counters at 0
+        after = m(x)
+        expected = explicit_differential_attention(m, x)
+    assert not torch.allclose(first, after)
+    torch.testing.assert_close(after, expected, atol=1e-5, rtol=1e-5)

@@ -77,8 +77,11 @@ def test_decoding_waits_for_free_batches_instead_of_running_ahead():
     reader = BatchReader(source, pool, CFG)
     iterator = iter(reader)
     first = next(iterator)  # thread started; the consumer now holds one batch and does not release it
-    time.sleep(0.3)
-    assert source.produced <= 3 * 4 + 1  # at most the pool's frames (+ one decoded, waiting for a slot)
+    deadline = time.monotonic() + 30
+    while source.produced < 3 * 4 and time.monotonic() < deadline:  # the decoder fills the whole pool...
+        time.sleep(0.01)
+    time.sleep(0.3)  # ...and then has time to run ahead, if it could
+    assert 3 * 4 <= source.produced <= 3 * 4 + 1  # the pool's frames (+ one decoded, waiting for a slot)
     pool.release(first)
     rest = sum(batch.count for batch in iterator if pool.release(batch) is None)
     assert first.count + rest == 200

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import io
 import json
+import signal
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from vce_stream.config import PostprocessConfig
+from vce_stream.config import PostprocessConfig, from_dict
 from vce_stream.errors import EXIT_BAD_INPUT, InputError
 from vce_stream.events.jsonio import read_submission, submission_dict
 from vce_stream.metrics.temporal_map import evaluate
@@ -119,14 +120,14 @@ def test_a_truncated_exam_writes_its_decided_events_flagged_incomplete(exam, tmp
 
 
 class InterruptingScorer(PaletteScorer):
-    """Test double: raises KeyboardInterrupt (a user's Ctrl-C) at its third batch."""
+    """PaletteScorer that sends this process a real SIGINT (a user's Ctrl-C) at its third batch."""
 
     calls = 0
 
     def score(self, frames):
         self.calls += 1
         if self.calls == 3:
-            raise KeyboardInterrupt
+            signal.raise_signal(signal.SIGINT)
         return super().score(frames)
 
 
@@ -137,6 +138,30 @@ def test_an_interrupted_run_still_writes_what_it_decided(exam, tmp_path):
         run_exam(video, InterruptingScorer(), out, RunOptions(pipeline=PipelineConfig(batch_size=50)))
     block = json.loads(out.read_text())["vce_stream"]
     assert block["incomplete"] and block["frames"] == 100 and block["stopped_at_frame"] == 100
+
+
+def test_decoding_without_saved_scores_writes_the_same_events_as_with_them(exam, tmp_path):
+    """The whole-video decision keeps the probabilities in memory whether or not they are also saved."""
+    video, _ = exam
+    post = from_dict(PostprocessConfig, {"segmentation": "label", "decoding": {"enabled": True}}, where="test")
+    plain, saved = tmp_path / "plain.json", tmp_path / "saved.json"
+    run_exam(video, PaletteScorer(), plain, RunOptions(postprocess=post))
+    run_exam(video, PaletteScorer(), saved, RunOptions(postprocess=post, save_scores=str(tmp_path / "scores.npz")))
+    assert plain.read_bytes() == saved.read_bytes()
+    assert read_submission(plain)["exam_01"]
+
+
+@pytest.mark.parametrize("target", ["events", "scores"])
+def test_an_output_that_cannot_be_written_is_refused_before_scoring(exam, tmp_path, target):
+    video, _ = exam
+    blocker = tmp_path / "a_file"
+    blocker.write_text("in the way")
+    scorer = CountingScorer()
+    out = blocker / "events.json" if target == "events" else tmp_path / "events.json"
+    options = RunOptions(save_scores=str(blocker / "scores.npz") if target == "scores" else None)
+    with pytest.raises(InputError, match="a_file/.*: cannot write the .* there") as info:
+        run_exam(video, scorer, out, options)
+    assert info.value.exit_code == EXIT_BAD_INPUT and scorer.scored == 0
 
 
 def test_a_frame_folder_with_a_galar_csv_runs_on_csv_indices(tmp_path):

@@ -89,6 +89,20 @@ def test_a_truncated_video_exits_3_after_writing_flagged_partial_events(bundle, 
     read_submission(out)  # still a valid submission
 
 
+@pytest.mark.parametrize(
+    "option,message",
+    [
+        (["--device", "gpu"], "--device gpu: not a device"),
+        (["--out", "{exam}/events.json"], "cannot write the event JSON there"),
+    ],
+)
+def test_a_bad_device_or_output_path_exits_2_with_one_line(bundle, exam, tmp_path, capsys, option, message):
+    args = ["run", exam, "--model", bundle, "--out", tmp_path / "events.json"] + [o.format(exam=exam) for o in option]
+    code, _, err = cli(args, capsys)
+    assert code == 2 and err.startswith("vce-stream: error: ") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "events.json").exists()
+
+
 def test_a_missing_bundle_is_bad_input(exam, tmp_path, capsys):
     code, _, err = cli(["run", exam, "--model", tmp_path / "no_bundle", "--out", tmp_path / "e.json"], capsys)
     assert code == 2 and "no_bundle" in err

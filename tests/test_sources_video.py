@@ -10,7 +10,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from vce_stream.errors import EXIT_BAD_INPUT, EXIT_INCOMPLETE, InputError
@@ -49,9 +49,8 @@ def indices_of(source) -> list[int]:
 @given(st.integers(0, 200_000), st.sampled_from([Fraction(1, 1000), Fraction(1, 90000), Fraction(1, 12800), Fraction(1001, 30000)]), st.sampled_from([Fraction(25), Fraction(30000, 1001), Fraction(2), Fraction(5)]), st.integers(0, 10**6))
 def test_frame_index_recovers_the_frame_number_from_its_rounded_timestamp(i, time_base, rate, origin):
     """A muxer stores round(i / rate / time_base); frame_index must give i back."""
+    assume(Fraction(1) / rate / time_base >= 2)  # a time base too coarse to tell frames apart is no real stream
     pts = origin + round(Fraction(i) / rate / time_base)
-    if Fraction(1) / rate / time_base < 2:  # time base too coarse to tell frames apart: not a real stream
-        return
     assert frame_index(pts, origin, time_base, rate) == i
 
 
@@ -165,10 +164,9 @@ def test_corrupt_packets_in_the_middle_are_skipped_and_counted_without_shifting(
     damaged.write_bytes(bytes(data))
     source = open_source(damaged)
     got = indices_of(source)
-    assert got == sorted(set(got)) and got[-1] == 199  # nothing after the damage moved
+    assert got == sorted(set(got)) and got[0] == 0 and got[-1] == 199  # nothing after the damage moved
     assert len(got) < 200
-    assert source.stats.missing + source.stats.untimed >= 200 - len(got) - source.stats.untimed
-    assert source.stats.damaged + source.stats.missing > 0
+    assert source.stats.missing == 200 - len(got)  # every lost frame is counted as a hole
 
 
 def test_a_resolution_change_mid_stream_breaks_the_exam(tmp_path):

@@ -101,3 +101,5 @@ def test_bad_synthetic_settings_are_config_errors():
         SyntheticConfig(frames=10)
     with pytest.raises(ConfigError):
         SyntheticConfig(width=33)
+    with pytest.raises(ConfigError, match="fps must be >= 1"):
+        SyntheticConfig(fps=0)

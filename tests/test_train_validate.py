@@ -103,16 +103,17 @@ def test_perfect_predictions_score_temporal_map_one_through_the_real_evaluator()
     targets = np.zeros((200, len(LABELS)), dtype=np.uint8)
     targets[:120, LABELS.index("stomach")] = 1
     targets[120:, LABELS.index("small intestine")] = 1
-    targets[40:70, LABELS.index("polyp")] = 1
+    targets[42:73, LABELS.index("polyp")] = 1  # boundaries off the every-5th grid
     videos = {"v1": make_video("v1", targets)}
     predictions = {"v1": (videos["v1"].index, targets.astype(np.float32))}
     result = val.temporal_map(predictions, videos, LABELS, PostprocessConfig(thresholds=0.5))
     assert result.map50 == pytest.approx(1.0) and result.map95 == pytest.approx(1.0)
-    # Every 5th frame held to full rate: boundaries move by up to 4 frames, so @0.95 drops.
+    # Every 5th frame held to full rate: the polyp becomes 45..74 against 42..72 (tIoU 28/33), so every
+    # segment still matches at 0.5 but not all at 0.95.
     sampled = videos["v1"].every_kth(5)
     coarse = val.temporal_map({"v1": (sampled.index, sampled.targets.astype(np.float32))}, videos, LABELS,
                               PostprocessConfig(thresholds=0.5))
-    assert coarse.map50 == pytest.approx(1.0) and coarse.map95 <= 1.0
+    assert coarse.map50 == pytest.approx(1.0) and coarse.map95 < 0.95
 
 
 def test_presence_search_gates_a_weak_false_label_through_the_runtime_decoding():

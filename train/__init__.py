@@ -2,6 +2,6 @@
 
 Modules: `config` (TrainConfig), `data` (Galar reader, split by video, datasets), `sampler`
 (square-root frequency sampler), `losses` (ASL + contrastive BCE), `mixup`, `ema`, `validate`
-(frame metrics, thresholds, temporal mAP, presence rule), `presence`, `checkpoint`, `loop` (the run),
+(frame metrics, thresholds, temporal mAP, the presence rule), `checkpoint`, `loop` (the run),
 `cli` (`vce-stream train`), `synthetic_galar` (a small data set in the Galar layout for tests).
 """

@@ -77,7 +77,8 @@ class AugmentConfig:
     crop_scale: random resized crop area range (output size stays preprocess.size).
     brightness, contrast, saturation, hue: colour jitter strengths (torchvision ColorJitter).
     hflip, vflip: flip probabilities. rotation: maximum degrees either way.
-    erasing: random erasing probability (one rectangle of 2% to 20% of the frame set to 0).
+    erasing: random erasing probability (one rectangle set to 0); erasing_scale: its area range, as a
+        share of the frame.
     """
 
     enabled: bool = True
@@ -90,11 +91,13 @@ class AugmentConfig:
     vflip: float = 0.5
     rotation: float = 15.0
     erasing: float = 0.25
+    erasing_scale: tuple[float, float] = (0.02, 0.2)
 
     def __post_init__(self) -> None:
-        low, high = self.crop_scale
-        if not 0.0 < low <= high <= 1.0:
-            raise ConfigError(f"augment.crop_scale must satisfy 0 < low <= high <= 1, got {self.crop_scale}")
+        for name in ("crop_scale", "erasing_scale"):
+            low, high = getattr(self, name)
+            if not 0.0 < low <= high <= 1.0:
+                raise ConfigError(f"augment.{name} must satisfy 0 < low <= high <= 1, got {getattr(self, name)}")
         if not all(0.0 <= p <= 1.0 for p in (self.hflip, self.vflip, self.erasing)):
             raise ConfigError("augment.hflip, vflip and erasing are probabilities in [0, 1]")
         if not 0.0 <= self.hue <= 0.5:

@@ -280,7 +280,7 @@ def build_augment(cfg: AugmentConfig, size: int) -> Callable[[torch.Tensor], tor
             v2.RandomHorizontalFlip(cfg.hflip),
             v2.RandomVerticalFlip(cfg.vflip),
             v2.RandomRotation(cfg.rotation),
-            v2.RandomErasing(cfg.erasing, scale=(0.02, 0.2), value=0),
+            v2.RandomErasing(cfg.erasing, scale=cfg.erasing_scale, value=0),
         ]
     )
 

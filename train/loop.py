@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from vce_stream.atomic import atomic_write_text
+from vce_stream.atomic import atomic_write_bytes, atomic_write_text
 from vce_stream.config import PreprocessConfig, to_dict
 from vce_stream.errors import ConfigError, InputError, VceError
 from vce_stream.scores import load_scores, save_scores
@@ -312,8 +312,10 @@ class Trainer:
 
     def _check_outputs(self) -> None:
         """Refuse early (not after hours of training) what would fail at the end or mix two runs."""
+        from vce_stream.model.bundle import MANIFEST_NAME
+
         config_dict = to_dict(self.config)
-        if self.out.exists() and (not self.out.is_dir() or (any(self.out.iterdir()) and not (self.out / "manifest.yaml").is_file())):
+        if self.out.exists() and (not self.out.is_dir() or (any(self.out.iterdir()) and not (self.out / MANIFEST_NAME).is_file())):
             raise InputError(f"{self.out}: exists and is not a model bundle; refusing to overwrite it")
         if self.resume:
             if not ckpt.has_checkpoint(self.work_dir):
@@ -500,7 +502,6 @@ class Trainer:
         value = metric_value(row, cfg.select_metric)
         if not state.best or value > state.best["value"]:
             from safetensors.torch import save as save_safetensors
-            from vce_stream.atomic import atomic_write_bytes
 
             weights = {k: v.detach().cpu().contiguous().clone() for k, v in self.ema.state_dict().items()}
             atomic_write_bytes(self.work_dir / BEST_WEIGHTS, save_safetensors(weights))

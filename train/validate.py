@@ -23,12 +23,11 @@ from vce_stream.decoding.decode import decide_runs
 from vce_stream.decoding.runs import densify, length_weighted
 from vce_stream.events.jsonio import parse_submission, submission_dict
 from vce_stream.metrics.temporal_map import MapResult, evaluate
+from vce_stream.scores import VideoScores
 from vce_stream.temporal.postprocess import video_events
 
 from train.config import ThresholdSearchConfig
 from train.data import VideoFrames, ground_truth_events
-
-VideoScores = tuple[np.ndarray, np.ndarray]  # sampled frame indices (n,), probabilities (n, L)
 
 
 # -- frame metrics -------------------------------------------------------------------------------------

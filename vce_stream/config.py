@@ -144,6 +144,42 @@ def override_thresholds(base: Sequence[float], spec: str, labels: Sequence[str])
     return tuple(out)
 
 
+def with_command_line(
+    config: PostprocessConfig,
+    labels: Sequence[str],
+    *,
+    thresholds: str | None = None,
+    order: str | None = None,
+    segmentation: str | None = None,
+) -> PostprocessConfig:
+    """`config` with the command-line options (`--thresholds`, `--order`, `--segmentation`) applied last."""
+    changes: dict[str, Any] = {}
+    if thresholds:
+        changes["thresholds"] = override_thresholds(config.thresholds_for(len(labels)), thresholds, labels)
+    if order:
+        changes["order"] = order
+    if segmentation:
+        changes["segmentation"] = segmentation
+    try:
+        result = dataclasses.replace(config, **changes)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None
+    result.thresholds_for(len(labels))  # the label count must fit
+    return result
+
+
+def merge_nested(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `override` laid over it, mappings merged key by key (a YAML section overrides only
+    the keys it names)."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_nested(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
 def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
     """Build dataclass `cls` from YAML data; unknown keys and wrong types raise ConfigError naming `where`."""
     if data is None:
@@ -158,7 +194,7 @@ def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
     kwargs = {name: _convert(hints[name], value, f"{where}.{name}") for name, value in data.items()}
     try:
         return cls(**kwargs)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, ConfigError) as exc:  # the dataclass's own checks: say where
         raise ConfigError(f"{where}: {exc}") from exc
 
 

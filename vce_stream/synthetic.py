@@ -106,6 +106,8 @@ class SyntheticConfig:
             raise ConfigError(f"synthetic frames must be even-sized and at least 32 px, got {self.width}x{self.height}")
         if not (1 <= self.lesion_frames[0] <= self.lesion_frames[1]) or not (1 <= self.landmark_frames[0] <= self.landmark_frames[1]):
             raise ConfigError("lesion_frames and landmark_frames must be (min, max) with 1 <= min <= max")
+        if self.fps < 1 or self.lesion_rate < 0 or self.lesion_spacing < 0:
+            raise ConfigError(f"fps must be >= 1 and lesion_rate, lesion_spacing >= 0, got {self.fps}, {self.lesion_rate}, {self.lesion_spacing}")
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import click
 
+from vce_stream.engine.select import BACKEND_CHOICES, resolve_device
 from vce_stream.errors import EXIT_SOME_FAILED, ConfigError, VceError
-from vce_stream.pipeline.cli import _postprocess_config, load_run_config, resolve_device
-from vce_stream.pipeline.run import BACKENDS, RunOptions
+from vce_stream.pipeline.cli import postprocess_settings, load_run_config
+from vce_stream.pipeline.run import RunOptions
 
 
 def cuda_devices(device: str) -> tuple[str, ...]:
@@ -39,7 +40,7 @@ def cuda_devices(device: str) -> tuple[str, ...]:
 @click.option("--ray", "ray_address", metavar="auto|ADDRESS", help="Run the exams as Ray tasks: 'auto' (RAY_ADDRESS, a running local cluster, else a new local instance) or a cluster address.")
 @click.option("--cpus-per-exam", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True, help="Ray: CPUs each exam reserves (and its torch threads).")
 @click.option("--gpus-per-exam", type=click.FloatRange(min=0), help="Ray: GPUs each exam reserves (default 1 where the cluster has GPUs, else 0).")
-@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True, help="Inference engine; auto: the best engine built for this machine (`build-engine`), else torch.")
+@click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True, help="Inference engine; auto: the best engine built for this machine (`build-engine`), else torch.")
 @click.option("--device", default="auto", show_default=True, help="Local pool: cpu, cuda, cuda:N, or auto (CUDA where available).")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Frames per engine call (default 32).")
 @click.option("--thresholds", help='Override thresholds: "0.4", one number per label, or "polyp=0.2,ulcer=0.1".')
@@ -92,8 +93,9 @@ def batch(
         **({"batch_size": batch_size} if batch_size else {}),
     )
     bundle = load_bundle(model)
-    post = _postprocess_config(bundle.postprocess, post_overrides, thresholds, order, segmentation, bundle.labels, config_path)
+    post = postprocess_settings(bundle.postprocess, post_overrides, thresholds, order, segmentation, bundle.labels, config_path)
     ray_config = RayConfig(address=ray_address, cpus_per_exam=cpus_per_exam, gpus_per_exam=gpus_per_exam) if ray_address else None
+    gpus = () if ray_config is not None else cuda_devices(str(resolve_device(device)))
     job = BatchJob(
         archive=archive,
         outdir=outdir,
@@ -109,7 +111,6 @@ def batch(
     def make_runner(exams: int):
         if ray_config is not None:
             return RayRunner(score_exam, ray_config)
-        gpus = cuda_devices(resolve_device(device))
         if workers == 0:
             return InlineRunner(score_exam, gpus[0] if gpus else "cpu", threads=threads or available_cpus())
         plan = plan_local(workers, cpus=available_cpus(), gpus=gpus, per_gpu=per_gpu, exams=exams, threads=threads)

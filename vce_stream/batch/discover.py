@@ -24,7 +24,6 @@ from pathlib import Path
 from vce_stream.errors import InputError
 from vce_stream.sources.folder import FRAME_NAME
 
-EXAM_KINDS = ("video", "frames")
 VIDEO_SUFFIXES = frozenset(
     {".mp4", ".m4v", ".mkv", ".webm", ".avi", ".mov", ".ts", ".mts", ".m2ts", ".mpg", ".mpeg", ".wmv", ".flv"}
 )

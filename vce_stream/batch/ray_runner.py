@@ -77,6 +77,7 @@ class RayRunner:
         import ray
 
         self._ray = ray
+        self._pending: dict[Any, ExamTask] = {}
         self._owns_connection = connect(config.address)
         resources = ray.cluster_resources()
         gpus = config.gpus_per_exam
@@ -93,7 +94,6 @@ class RayRunner:
         self.device = "cuda" if gpus > 0 else "cpu"
         self.threads = max(1, int(config.cpus_per_exam))
         self._remote = ray.remote(fn).options(num_cpus=config.cpus_per_exam, num_gpus=gpus, max_retries=config.max_retries)
-        self._pending: dict[Any, ExamTask] = {}
         self.description = (
             f"Ray cluster {ray.get_runtime_context().gcs_address}: {slots} exam slot(s), "
             f"{config.cpus_per_exam:g} CPU and {gpus:g} GPU per exam"

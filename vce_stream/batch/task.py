@@ -79,7 +79,7 @@ def _scorer(task: ExamTask) -> Any:
     key = (task.bundle, task.bundle_hash, task.backend, task.device)
     if key not in _SCORERS:
         from vce_stream.model.bundle import load_bundle
-        from vce_stream.pipeline.run import make_scorer
+        from vce_stream.engine.select import make_scorer
 
         bundle = load_bundle(task.bundle)
         if bundle.content_hash != task.bundle_hash:

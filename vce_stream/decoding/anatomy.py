@@ -10,8 +10,9 @@ Two forms with the same optimum:
 - `monotone_viterbi`: whole video, vectorised over time (one running maximum per section), O(rows x K);
 - `OnlineMonotoneViterbi`: streaming with a fixed lag; each row is final `lag` rows after it arrives.
   Decisions never go back: once a row is committed to section k, later rows are constrained to >= k.
-  With a lag longer than the video it returns exactly `monotone_viterbi`'s path.
-Ties go to the earlier change and the lower section in both forms.
+  With a lag longer than the video it returns `monotone_viterbi`'s path.
+Ties go to the earlier change and the lower section in both forms; paths whose scores differ by less
+than floating-point rounding may be told apart differently, since the two forms sum in different orders.
 """
 
 from __future__ import annotations

@@ -26,9 +26,10 @@ from vce_stream.decoding.anatomy import section_runs
 from vce_stream.decoding.config import AnatomyConfig, DecodingConfig, GatingConfig, LandmarksConfig, RankingConfig
 from vce_stream.decoding.decode import anatomy_columns, anatomy_path, landmark_runs
 from vce_stream.decoding.fastmap import TruthSegments, fast_evaluate, ranked_average_precisions, truth_by_label
+from vce_stream.decoding.gating import gate_runs
 from vce_stream.decoding.landmarks import LANDMARK_SECTIONS
 from vce_stream.decoding.ranking import change_points, cut_runs
-from vce_stream.decoding.runs import DenseVideo, Runs, densify, empty_runs, filter_runs, length_weighted
+from vce_stream.decoding.runs import DenseVideo, Runs, densify, filter_runs, length_weighted
 from vce_stream.errors import ConfigError, InputError
 from vce_stream.events.event import Event
 from vce_stream.events.jsonio import label_events_from_json, label_matrix, parse_submission, submission_dict
@@ -293,10 +294,7 @@ class Calibrator:
         return kept, dropped, evidence
 
     def _apply_gate(self, runs: Runs, video: PreparedVideo, column: int, gate: float, power: float) -> Runs:
-        if runs[0].size == 0:
-            return runs
-        evidence = length_weighted(video.video.run_means(column, runs), runs, power)
-        return runs if float(evidence.max()) >= gate else empty_runs()
+        return gate_runs(runs, length_weighted(video.video.run_means(column, runs), runs, power), gate)
 
     def _search_label(
         self, decided: dict[int, list[Runs]], subset: list[int], column: int, length_power: float, landmark: tuple | None

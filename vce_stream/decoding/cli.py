@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 import yaml
 
@@ -26,22 +24,6 @@ def calibration_yaml(report: CalibrationReport, scores: str, gt: str) -> str:
     ]
     body = yaml.safe_dump({"postprocess": to_dict(report.config)}, sort_keys=False, default_flow_style=None, width=120)
     return "\n".join(lines) + "\n" + body
-
-
-def write_into_bundle(bundle_dir: str, config: PostprocessConfig, labels: tuple[str, ...]) -> None:
-    """Replace the bundle manifest's `postprocess` section (atomically); weights are untouched, so the
-    bundle's content hash (and every engine built from it) stays valid."""
-    from vce_stream.config import load_yaml
-    from vce_stream.model.bundle import MANIFEST_NAME, load_bundle
-
-    bundle = load_bundle(bundle_dir)
-    if tuple(bundle.labels) != labels:
-        raise InputError(f"{bundle_dir}: the bundle's labels differ from the scores' labels")
-    manifest_path = Path(bundle_dir) / MANIFEST_NAME
-    data = load_yaml(manifest_path)
-    data["postprocess"] = to_dict(config)
-    atomic_write_text(manifest_path, yaml.safe_dump(data, sort_keys=False))
-    load_bundle(bundle_dir)  # the written manifest must still validate
 
 
 @click.command()
@@ -77,7 +59,10 @@ def calibrate_command(
     if bundle_dir:
         from vce_stream.model.bundle import load_bundle
 
-        base = load_bundle(bundle_dir).postprocess
+        bundle = load_bundle(bundle_dir)
+        if tuple(bundle.labels) != labels:  # refused before the search, not after it
+            raise InputError(f"{bundle_dir}: the bundle's labels differ from the labels of {scores}")
+        base = bundle.postprocess
     elif config_path:
         base = load_postprocess_config(config_path)
     else:
@@ -90,7 +75,9 @@ def calibrate_command(
     report = calibrate(videos, truth, labels, base, search, where=f"{scores} vs {gt}")
     atomic_write_text(out, calibration_yaml(report, scores, gt))
     if bundle_dir:
-        write_into_bundle(bundle_dir, report.config, labels)
+        from vce_stream.model.bundle import replace_postprocess
+
+        replace_postprocess(bundle_dir, report.config)
     click.echo(report.table())
     click.echo(f"objective {metric}; settings written to {out}" + (f" and {bundle_dir}" if bundle_dir else ""), err=True)
 

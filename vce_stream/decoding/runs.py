@@ -9,7 +9,6 @@ runs of `filters.offline_events`, vectorised per class so a calibration search c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,7 +51,7 @@ def densify(frame_indices: np.ndarray, probs: np.ndarray, max_fill: int) -> Dens
     if not parts:
         empty = np.zeros((0, num_labels), dtype=np.float32)
         return DenseVideo(empty, np.zeros(0, np.int64), (), np.zeros((1, num_labels)))
-    rows = np.concatenate([p for _, p in parts]).astype(np.float32, copy=False)
+    rows = np.concatenate([p for _, p in parts])  # the input's dtype: thresholds compare as in the reference
     frames = np.concatenate([first + np.arange(len(p), dtype=np.int64) for first, p in parts])
     bounds = np.cumsum([0] + [len(p) for _, p in parts])
     segments = tuple((int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:]))
@@ -76,7 +75,9 @@ def filter_runs(video: DenseVideo, column: int, threshold: float, config: Tempor
     """Runs of one class after threshold, median, gap merging and minimum length, per segment."""
     all_starts, all_ends = [], []
     for lo, hi in video.segments:
-        mask = video.probs[lo:hi, column : column + 1] >= threshold
+        # A float64 threshold, as `filters.binarise`: a Python float would compare in float32 (NEP 50) and
+        # keep a float32 probability equal to float32(threshold) that the reference drops.
+        mask = video.probs[lo:hi, column : column + 1] >= np.float64(threshold)
         mask = median_filter_binary(mask, config.window)[:, 0]
         starts, ends = merge_and_prune(run_bounds(mask), config.gap, config.min_len)
         all_starts.append(starts + lo)
@@ -84,11 +85,6 @@ def filter_runs(video: DenseVideo, column: int, threshold: float, config: Tempor
     if not all_starts:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     return np.concatenate(all_starts).astype(np.int64), np.concatenate(all_ends).astype(np.int64)
-
-
-def all_filter_runs(video: DenseVideo, thresholds: Sequence[float], config: TemporalConfig) -> list[Runs]:
-    """`filter_runs` for every class."""
-    return [filter_runs(video, c, float(t), config) for c, t in enumerate(thresholds)]
 
 
 def length_weighted(means: np.ndarray, runs: Runs, power: float) -> np.ndarray:

@@ -21,3 +21,9 @@ class FrameScorer(Protocol):
     labels: tuple[str, ...]
 
     def score(self, frames: torch.Tensor) -> np.ndarray: ...
+
+
+def check_frames(frames: torch.Tensor) -> None:
+    """Raise ValueError unless `frames` is what `FrameScorer.score` accepts: uint8 (B, H, W, 3)."""
+    if frames.dtype != torch.uint8 or frames.dim() != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"expected uint8 frames (B, H, W, 3), got {frames.dtype} {tuple(frames.shape)}")

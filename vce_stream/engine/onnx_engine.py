@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from engines.profile import BatchProfile, run_in_profile
+from vce_stream.engine.base import check_frames
 
 
 @dataclass(frozen=True)
@@ -50,8 +51,7 @@ class OnnxScorer:
         return self.session.run(None, {self.input_name: frames.contiguous().numpy()})[0]
 
     def score(self, frames: torch.Tensor) -> np.ndarray:
-        if frames.dtype != torch.uint8 or frames.dim() != 4 or frames.shape[-1] != 3:
-            raise ValueError(f"expected uint8 frames (B, H, W, 3), got {frames.dtype} {tuple(frames.shape)}")
+        check_frames(frames)
         if frames.shape[0] == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         return run_in_profile(frames.cpu(), self.profile, self._run).astype(np.float32, copy=False)

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from engines import BACKENDS
 from engines.cache import default_cache_root, find_cached
 from engines.device import device_facts, library_versions
 from engines.manifest import (
@@ -39,7 +40,8 @@ from vce_stream.errors import ConfigError, VceError
 
 log = logging.getLogger(__name__)
 
-BACKEND_CHOICES = ("auto", "tensorrt", "onnxruntime", "torch")
+# `--backend` of `run` and `batch`: every buildable backend, or the best one available.
+BACKEND_CHOICES = ("auto", *BACKENDS)
 
 # `--backend auto`: the first cached engine that fits, in this order (fastest first).
 AUTO_ORDER: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -49,7 +51,7 @@ AUTO_ORDER: tuple[tuple[str, tuple[str, ...]], ...] = (
 AUTO_PRECISIONS: dict[str, tuple[str, ...]] = dict(AUTO_ORDER)
 
 # The profile suggested in "build one with: ..." when no engine exists yet.
-DEFAULT_PROFILE = BatchProfile(1, 16, 32)
+DEFAULT_PROFILE = BatchProfile()  # the `build-engine --batch` default
 
 
 @dataclass(frozen=True)
@@ -65,10 +67,14 @@ class EngineChoice:
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """None or "auto": the first CUDA device if there is one, else the CPU."""
+    """None or "auto": the first CUDA device if there is one, else the CPU. A name torch does not
+    know, or CUDA on a machine without it, is a VceError (exit 2)."""
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"--device {device}: not a device (cpu, cuda, cuda:N or auto)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise VceError(f"device {device} was asked for, but this machine has no CUDA device")
     return device
@@ -112,7 +118,7 @@ def expectation_for(bundle: Any, backend: str, device: torch.device, batch_size:
 def open_engine(
     engine_dir: str | Path, manifest: Manifest, bundle: Any, device: torch.device, threads: int | None = None
 ) -> FrameScorer:
-    """The scorer of an engine directory, without checks (`load_engine` checks first)."""
+    """The scorer of an engine directory, without checks (`choose_engine` checks first)."""
     engine_dir = Path(engine_dir)
     labels = tuple(bundle.labels)
     if manifest.backend == "onnxruntime":
@@ -126,21 +132,6 @@ def open_engine(
     if manifest.backend == "torch":
         return bundle.build_scorer(device)
     raise VceError(f"{engine_dir}: unknown engine backend {manifest.backend!r} in its manifest")
-
-
-def load_engine(
-    engine_dir: str | Path,
-    bundle: Any,
-    *,
-    backend: str = "auto",
-    device: str | torch.device | None = None,
-    batch_size: int | None = None,
-    threads: int | None = None,
-) -> FrameScorer:
-    """The engine in `engine_dir`, if it fits this bundle, machine, libraries and batch size."""
-    choice = choose_engine(bundle, backend, engine_dir=engine_dir, device=device, batch_size=batch_size)
-    assert choice.engine_dir is not None and choice.manifest is not None
-    return open_engine(choice.engine_dir, choice.manifest, bundle, choice.device, threads)
 
 
 def choose_engine(

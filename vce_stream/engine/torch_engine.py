@@ -6,6 +6,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from vce_stream.engine.base import check_frames
+
 
 class TorchScorer:
     """`FrameScorer` over a uint8-in, probabilities-out module (`FrameProbabilityModel`).
@@ -21,8 +23,7 @@ class TorchScorer:
         self.labels = tuple(labels)
 
     def score(self, frames: torch.Tensor) -> np.ndarray:
-        if frames.dtype != torch.uint8 or frames.dim() != 4 or frames.shape[-1] != 3:
-            raise ValueError(f"expected uint8 frames (B, H, W, 3), got {frames.dtype} {tuple(frames.shape)}")
+        check_frames(frames)
         if frames.shape[0] == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         if self.device.type == "cuda":

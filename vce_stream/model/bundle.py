@@ -30,6 +30,7 @@ import yaml
 from torch import nn
 
 from vce_stream import __version__
+from vce_stream.atomic import atomic_write_text
 from vce_stream.config import PostprocessConfig, PreprocessConfig, from_dict, load_yaml, to_dict
 from vce_stream.errors import ConfigError, InputError
 from vce_stream.labels import LABELS, validate_labels
@@ -365,9 +366,30 @@ def save_bundle(
         source=dict(source or {}),
         extra=dict(extra or {}),
     )
-    text = yaml.safe_dump(to_dict(manifest), sort_keys=False, allow_unicode=True, width=110)
-    _write_bundle_dir(out, {WEIGHTS_NAME: data, MANIFEST_NAME: text.encode("utf-8")})
+    _write_bundle_dir(out, {WEIGHTS_NAME: data, MANIFEST_NAME: manifest_yaml(manifest).encode("utf-8")})
     return out
+
+
+def manifest_yaml(manifest: BundleManifest) -> str:
+    """manifest.yaml's text (the one place a manifest is serialised)."""
+    return yaml.safe_dump(to_dict(manifest), sort_keys=False, allow_unicode=True, width=110)
+
+
+def replace_postprocess(path: str | os.PathLike[str], postprocess: PostprocessConfig) -> ModelBundle:
+    """Give the bundle at `path` new post-processing settings (thresholds, temporal, decoding).
+
+    The settings are checked against the bundle's labels before anything is written, and the manifest
+    is replaced atomically; the weights are untouched, so the content hash (and every engine built
+    from the bundle) stays valid. Returns the reloaded bundle.
+    """
+    bundle = load_bundle(path)
+    manifest_path = bundle.path / MANIFEST_NAME
+    try:
+        postprocess.thresholds_for(len(bundle.labels))
+    except ConfigError as exc:
+        raise InputError(f"{manifest_path}: postprocess: {exc}") from None
+    atomic_write_text(manifest_path, manifest_yaml(dataclasses.replace(bundle.manifest, postprocess=postprocess)))
+    return load_bundle(path)
 
 
 def _write_bundle_dir(out: Path, files: dict[str, bytes]) -> None:

@@ -86,7 +86,7 @@ class DifferentialAttention(nn.Module):
         self.proj = nn.Linear(self.attn_dim, dim_out or dim, bias=proj_bias)
         self.proj_drop = nn.Dropout(proj_drop)
         self.calibration: list[torch.Tensor] | None = None  # per-batch head RMS while calibrating
-        self._fused_cache: tuple | None = None  # (parameter versions, weight, bias), inference only
+        self._fused_cache: tuple | None = None  # (parameters, their versions, weight, bias), inference only
 
     @classmethod
     @torch.no_grad()
@@ -144,15 +144,22 @@ class DifferentialAttention(nn.Module):
         With this order the projected tokens view as (B, N, 5, H, D) and [Q1; Q2], [K1; K2] are
         contiguous blocks of 2H heads: no copy of Q or K is needed for the fused attention call, and one
         matrix product replaces two. When no gradient is needed (inference) the concatenated weight is
-        cached, keyed to the parameters' storage and version counters, so it is rebuilt exactly when a
-        parameter changes; tracing and export always see the concatenation.
+        cached, keyed to the parameter objects themselves (held, so a replaced parameter can never be
+        mistaken for a new one at a reused address) and their version counters, so it is rebuilt exactly
+        when a parameter is replaced or changed in place; tracing and export always see the concatenation.
         """
-        tensors = (self.qkv.weight, self.qk2.weight, self.qkv.bias, self.qk2.bias)
+        tensors = tuple(t for t in (self.qkv.weight, self.qk2.weight, self.qkv.bias, self.qk2.bias) if t is not None)
         cacheable = not (torch.is_grad_enabled() or torch.compiler.is_compiling() or torch.compiler.is_exporting())
         if cacheable:
-            key = tuple((t.data_ptr(), t._version, t.device) for t in tensors if t is not None)
-            if self._fused_cache is not None and self._fused_cache[0] == key:
-                return self._fused_cache[1], self._fused_cache[2]
+            versions = tuple(t._version for t in tensors)
+            cached = self._fused_cache
+            if (
+                cached is not None
+                and len(cached[0]) == len(tensors)
+                and all(a is b for a, b in zip(cached[0], tensors))
+                and cached[1] == versions
+            ):
+                return cached[2], cached[3]
         C = self.attn_dim
 
         def reorder(group1: torch.Tensor, group2: torch.Tensor) -> torch.Tensor:
@@ -161,7 +168,7 @@ class DifferentialAttention(nn.Module):
         weight = reorder(self.qkv.weight, self.qk2.weight)
         bias = None if self.qkv.bias is None else reorder(self.qkv.bias, self.qk2.bias)
         if cacheable:
-            self._fused_cache = (key, weight, bias)
+            self._fused_cache = (tensors, versions, weight, bias)
         return weight, bias
 
     def forward(

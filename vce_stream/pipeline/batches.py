@@ -74,7 +74,3 @@ class BatchPool:
     def release(self, batch: Batch) -> None:
         """Give a batch back once its frames are no longer needed (after scoring)."""
         self._free.put(batch)
-
-    @property
-    def free(self) -> int:
-        return self._free.qsize()

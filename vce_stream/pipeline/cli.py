@@ -12,19 +12,11 @@ import sys
 
 import click
 
-from vce_stream.config import PostprocessConfig, from_dict, load_yaml, override_thresholds, to_dict
+from vce_stream.config import PostprocessConfig, from_dict, load_yaml, merge_nested, to_dict, with_command_line
+from vce_stream.engine.select import BACKEND_CHOICES, make_scorer, resolve_device
 from vce_stream.errors import EXIT_INCOMPLETE, ConfigError, VceError
-from vce_stream.pipeline.run import BACKENDS, PipelineConfig, RunOptions, make_scorer, stream_exam
+from vce_stream.pipeline.run import PipelineConfig, RunOptions, stream_exam
 from vce_stream.sources import open_source
-
-
-def resolve_device(device: str) -> str:
-    """'auto' -> 'cuda' when a CUDA device is present, else 'cpu'; other names pass through."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def load_run_config(path: str | None) -> tuple[PipelineConfig, dict]:
@@ -45,7 +37,7 @@ def load_run_config(path: str | None) -> tuple[PipelineConfig, dict]:
 @click.option("--video-id", help="Video id in the JSON (default: the file or folder name).")
 @click.option("--follow", is_flag=True, help="Print each event as a JSON line on stdout the moment it closes.")
 @click.option("--save-scores", type=click.Path(dir_okay=False), help="Also write per-frame probabilities (for `postprocess`).")
-@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True, help="Inference engine; auto: the best engine built for this machine (`build-engine`), else torch.")
+@click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True, help="Inference engine; auto: the best engine built for this machine (`build-engine`), else torch.")
 @click.option("--engine", "engine_dir", type=click.Path(file_okay=False), help="An engine directory from `build-engine` (checked against this bundle and machine).")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, or auto (CUDA where available).")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Frames per engine call (default 32).")
@@ -103,9 +95,9 @@ def run(
         from vce_stream.model.bundle import load_bundle
 
         bundle = load_bundle(model)
-        device = resolve_device(device)
-        post = _postprocess_config(bundle.postprocess, post_overrides, thresholds, order, segmentation, bundle.labels, config_path)
-        scorer = make_scorer(bundle, backend=backend, device=device, engine_dir=engine_dir, batch_size=pipeline.batch_size)
+        run_device = resolve_device(device)
+        post = postprocess_settings(bundle.postprocess, post_overrides, thresholds, order, segmentation, bundle.labels, config_path)
+        scorer = make_scorer(bundle, backend=backend, device=run_device, engine_dir=engine_dir, batch_size=pipeline.batch_size)
     except BaseException:
         source.close()
         raise
@@ -116,7 +108,7 @@ def run(
         postprocess=post,
         preprocess=bundle.preprocess,
         pipeline=pipeline,
-        pin_memory=device.startswith("cuda"),
+        pin_memory=run_device.type == "cuda",
     )
     progress = sys.stderr if (not quiet and sys.stderr.isatty()) else None
     summary = stream_exam(source, scorer, out, options, follow=sys.stdout if follow else None, progress=progress)
@@ -126,7 +118,7 @@ def run(
         raise VceError(f"{summary.error} (partial events up to frame {summary.last_frame} written to {out})", exit_code=EXIT_INCOMPLETE)
 
 
-def _postprocess_config(
+def postprocess_settings(
     base: PostprocessConfig,
     overrides: dict,
     thresholds: str | None,
@@ -135,17 +127,8 @@ def _postprocess_config(
     labels: tuple[str, ...],
     where: str | None,
 ) -> PostprocessConfig:
-    """The bundle's post-processing, then the config file's section, then the command-line options."""
+    """The bundle's post-processing, then the config file's section (merged key by key), then the
+    command-line options."""
     if overrides:
-        merged = {**to_dict(base), **overrides}
-        base = from_dict(PostprocessConfig, merged, where=f"{where}: postprocess")
-    changes: dict = {}
-    if thresholds:
-        changes["thresholds"] = override_thresholds(base.thresholds_for(len(labels)), thresholds, labels)
-    if order:
-        changes["order"] = order
-    if segmentation:
-        changes["segmentation"] = segmentation
-    post = dataclasses.replace(base, **changes)
-    post.thresholds_for(len(labels))
-    return post
+        base = from_dict(PostprocessConfig, merge_nested(to_dict(base), overrides), where=f"{where}: postprocess")
+    return with_command_line(base, labels, thresholds=thresholds, order=order, segmentation=segmentation)

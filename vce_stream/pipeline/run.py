@@ -23,6 +23,7 @@ import numpy as np
 from vce_stream.config import PostprocessConfig, PreprocessConfig
 from vce_stream.decoding.live import LiveDecoder
 from vce_stream.engine.base import FrameScorer
+from vce_stream.engine.select import make_scorer  # noqa: F401  re-exported: the pipeline's engine factory
 from vce_stream.errors import EXIT_INCOMPLETE, EXIT_OK, ConfigError, InputError, VceError
 from vce_stream.events.event import Event
 from vce_stream.events.jsonio import write_submission
@@ -34,9 +35,6 @@ from vce_stream.scores import save_scores
 from vce_stream.sources import FrameSource, SourceConfig, SourceStats, open_source
 from vce_stream.temporal.postprocess import video_events
 from vce_stream.temporal.streaming import MedianGapState
-
-BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
-
 
 @dataclass(frozen=True)
 class PipelineConfig:
@@ -143,26 +141,6 @@ class RunSummary:
         }
 
 
-def make_scorer(
-    bundle: Any,
-    *,
-    backend: str = "auto",
-    device: str = "cpu",
-    engine_dir: str | os.PathLike[str] | None = None,
-    batch_size: int | None = None,
-    threads: int | None = None,
-) -> FrameScorer:
-    """The engine for `bundle`: torch, or a built ONNX Runtime / TensorRT engine (`vce_stream.engine.select`).
-
-    `auto` takes the best matching engine already built for this machine and never builds one.
-    """
-    from vce_stream.engine.select import make_scorer as select_scorer
-
-    if backend not in BACKENDS:
-        raise ConfigError(f"--backend must be one of {BACKENDS}, got {backend!r}")
-    return select_scorer(bundle, backend, engine_dir=engine_dir, device=device, batch_size=batch_size, threads=threads)
-
-
 class ScoreRecorder:
     """Keeps every frame's probabilities for `--save-scores` (17 floats a frame: 9 MB for 130,000 frames)."""
 
@@ -178,6 +156,19 @@ class ScoreRecorder:
         if not self._indices:
             return np.zeros(0, np.int64), np.zeros((0, num_labels), np.float32)
         return np.concatenate(self._indices), np.concatenate(self._probs)
+
+
+def check_output_path(path: str | os.PathLike[str], what: str) -> None:
+    """Refuse, before any frame is scored, an output that could not be written at the end (exit 2)."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; the {what} must be a file path")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise InputError(f"{path}: cannot write the {what} there (part of its folder path is a file)") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write the {what} there ({exc.strerror or exc})") from None
 
 
 def run_exam(
@@ -211,6 +202,13 @@ def stream_exam(
     progress: TextIO | None = None,
 ) -> RunSummary:
     """`run_exam` on an opened source (closed here)."""
+    try:
+        check_output_path(out, "event JSON")
+        if options.save_scores:
+            check_output_path(options.save_scores, "scores file")
+    except BaseException:
+        source.close()
+        raise
     labels = tuple(scorer.labels)
     post = options.postprocess
     video_id = options.video_id or source.video_id
@@ -220,7 +218,7 @@ def stream_exam(
     recorder = ScoreRecorder() if options.save_scores or decoder is not None else None
     config = options.pipeline
     pool = BatchPool(config.queue_depth + 2, config.batch_size, options.preprocess.size, pin_memory=options.pin_memory)
-    bar = ProgressBar(video_id, source.expected_frames, progress, enabled=progress is not None) if progress else None
+    bar = ProgressBar(video_id, source.expected_frames, progress, enabled=True) if progress is not None else None
     events: list[Event] = []
     frames, first, last = 0, 0, -1
     error: BaseException | None = None
@@ -294,8 +292,6 @@ def stream_exam(
         incomplete=error is not None,
         error=None if error is None else (str(error) or type(error).__name__),
     )
-    if recorder is not None:
-        save_scores(options.save_scores, {video_id: recorder.arrays(len(labels))}, labels)
     write_submission(
         Path(out),
         {video_id: events},
@@ -305,6 +301,8 @@ def stream_exam(
         labels=labels,
         extra={"vce_stream": summary.report()} if summary.incomplete else None,
     )
+    if options.save_scores:
+        save_scores(options.save_scores, {video_id: recorder.arrays(len(labels))}, labels)
     if error is not None and not isinstance(error, VceError):
         raise error
     return summary

@@ -93,6 +93,12 @@ class FrameSource(Protocol):
     def close(self) -> None: ...
 
 
+def ffmpeg_reason(exc: BaseException) -> str:
+    """FFmpeg's reason for an error, on one line, without the errno and path decorations PyAV adds."""
+    text = getattr(exc, "strerror", None) or str(exc)
+    return " ".join(str(text).split())
+
+
 class ResolutionGuard:
     """Refuses a resolution change mid-stream: one exam is one capsule, so a change means spliced inputs."""
 

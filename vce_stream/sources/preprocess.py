@@ -23,6 +23,7 @@ from av.video.reformatter import Interpolation, VideoReformatter
 
 from vce_stream.config import PreprocessConfig
 from vce_stream.errors import ConfigError, InputError
+from vce_stream.sources.base import ffmpeg_reason
 
 # PreprocessConfig.interpolation -> swscale algorithm. "bicubic" is what the ffmpeg CLI's scale filter uses.
 INTERPOLATIONS: dict[str, Interpolation] = {
@@ -96,16 +97,10 @@ def open_image(path: str | os.PathLike[str]) -> av.VideoFrame:
             for frame in container.decode(video=0):
                 return frame
     except (av.error.FFmpegError, IndexError, ValueError) as exc:
-        raise InputError(f"{path}: not a readable image ({_reason(exc)})") from None
+        raise InputError(f"{path}: not a readable image ({ffmpeg_reason(exc)})") from None
     raise InputError(f"{path}: not a readable image (no picture in it)")
 
 
 def read_image(path: str | os.PathLike[str], cfg: PreprocessConfig) -> np.ndarray:
     """A frame file prepared exactly as the pipeline prepares video frames: uint8 (S, S, 3) RGB."""
     return prepare_frame(open_image(path), cfg)
-
-
-def _reason(exc: BaseException) -> str:
-    """FFmpeg's reason without the errno and path decorations PyAV adds."""
-    text = getattr(exc, "strerror", None) or str(exc)
-    return " ".join(str(text).split())

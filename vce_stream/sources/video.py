@@ -19,7 +19,7 @@ from typing import BinaryIO
 import av
 
 from vce_stream.errors import InputError
-from vce_stream.sources.base import ResolutionGuard, SourceConfig, SourceStats, StreamBroken
+from vce_stream.sources.base import ResolutionGuard, SourceConfig, SourceStats, StreamBroken, ffmpeg_reason
 
 STDIN = "-"
 # Containers whose index sits at the end of the file: unreadable from a pipe.
@@ -58,18 +58,21 @@ class VideoSource:
         self.name = "<stdin>" if self.is_pipe else str(path)
         self.video_id = "stdin" if self.is_pipe else Path(path).stem
         self._container = self._open(path, stdin)
-        streams = self._container.streams.video
-        if not streams:
+        try:
+            streams = self._container.streams.video
+            if not streams:
+                raise InputError(f"{self.name}: contains no video stream")
+            self._stream = streams[0]
+            self._stream.thread_type = config.thread_type
+            self._stream.thread_count = config.decode_threads
+            self.width, self.height = self._stream.codec_context.width, self._stream.codec_context.height
+            self.expected_frames = expected_frame_count(self._stream, self._container.duration)
+            formats = set(self._container.format.name.split(","))
+            # The length a truncation check may trust: a stored frame count or a duration from the header.
+            self.announced_frames = self.expected_frames if self._stream.frames or not formats & _ESTIMATED_DURATION else None
+        except BaseException:
             self._container.close()
-            raise InputError(f"{self.name}: contains no video stream")
-        self._stream = streams[0]
-        self._stream.thread_type = config.thread_type
-        self._stream.thread_count = config.decode_threads
-        self.width, self.height = self._stream.codec_context.width, self._stream.codec_context.height
-        self.expected_frames = expected_frame_count(self._stream, self._container.duration)
-        formats = set(self._container.format.name.split(","))
-        # The length a truncation check may trust: a stored frame count or a duration from the header.
-        self.announced_frames = self.expected_frames if self._stream.frames or not formats & _ESTIMATED_DURATION else None
+            raise
 
     def _open(self, path: str | os.PathLike[str], stdin: BinaryIO | None) -> av.container.InputContainer:
         fmt = self.config.container_format
@@ -108,7 +111,7 @@ class VideoSource:
             except av.error.FFmpegError as exc:
                 if stats.delivered == 0:
                     raise self._unreadable(exc) from None
-                raise StreamBroken(f"{self.name}: stream broken after frame {last + config.frame_offset} ({_reason(exc)})") from None
+                raise StreamBroken(f"{self.name}: stream broken after frame {last + config.frame_offset} ({ffmpeg_reason(exc)})") from None
             try:
                 decoded = packet.decode()
             except av.error.FFmpegError as exc:
@@ -151,11 +154,11 @@ class VideoSource:
         hint = ""
         if self.is_pipe and (self.config.container_format is None or self.config.container_format in _NEEDS_SEEK):
             hint = "; an mp4/mov keeps its index at the end and cannot be read from a pipe: stream mkv or mpegts"
-        return InputError(f"{self.name}: not a readable video ({_reason(exc)}){hint}")
+        return InputError(f"{self.name}: not a readable video ({ffmpeg_reason(exc)}){hint}")
 
     def _check_damage(self, run: int, last: int, exc: BaseException | None) -> None:
         if run > self.config.max_damaged_run:
-            why = f" ({_reason(exc)})" if exc is not None else ""
+            why = f" ({ffmpeg_reason(exc)})" if exc is not None else ""
             raise StreamBroken(
                 f"{self.name}: more than {self.config.max_damaged_run} damaged packets in a row after frame "
                 f"{last + self.config.frame_offset}{why}"
@@ -163,8 +166,3 @@ class VideoSource:
 
     def close(self) -> None:
         self._container.close()
-
-
-def _reason(exc: BaseException) -> str:
-    text = getattr(exc, "strerror", None) or str(exc)
-    return " ".join(str(text).split())

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import click
 
-from vce_stream.config import PostprocessConfig, from_dict, load_yaml, override_thresholds
+from vce_stream.config import PostprocessConfig, from_dict, load_yaml, with_command_line
 from vce_stream.errors import ConfigError
 from vce_stream.events.jsonio import write_submission
 from vce_stream.scores import load_scores
@@ -36,16 +35,8 @@ def postprocess(scores: str, out: str, config_path: str | None, thresholds: str 
     """
     labels, videos = load_scores(scores)
     config = load_postprocess_config(config_path) if config_path else PostprocessConfig()
-    changes: dict = {}
-    if thresholds:
-        changes["thresholds"] = override_thresholds(config.thresholds_for(len(labels)), thresholds, labels)
-    if segmentation:
-        changes["segmentation"] = segmentation
-    if order:
-        changes["order"] = order
-    config = dataclasses.replace(config, **changes)
     try:
-        config.thresholds_for(len(labels))
+        config = with_command_line(config, labels, thresholds=thresholds, order=order, segmentation=segmentation)
     except ConfigError as exc:
         raise ConfigError(f"{scores}: {exc}") from None
     events = {vid: video_events(frames, probs, labels, config) for vid, (frames, probs) in videos.items()}
