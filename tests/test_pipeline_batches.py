@@ -115,3 +115,78 @@ def test_pinned_buffers_when_cuda_is_used():
     pool = BatchPool(1, 2, 16, pin_memory=True)
     batch = pool.acquire(threading.Event())
     assert batch.frames.is_pinned()
+
+
+class PausingSource(ListSource):
+    """A real FrameSource that stops after `pause_at` frames until `resume` is set (a live recording's pace)."""
+
+    def __init__(self, n: int, pause_at: int) -> None:
+        super().__init__(n)
+        self.pause_at = pause_at
+        self.resume = threading.Event()
+
+    def frames(self):
+        for position, item in enumerate(super().frames()):
+            if position == self.pause_at:
+                assert self.resume.wait(10), "the reader never took the partial batch"
+            yield item
+
+
+def test_a_paused_stream_hands_over_its_partial_batch_after_flush_after():
+    source = PausingSource(12, pause_at=3)
+    pool = BatchPool(3, 8, 16)
+    sizes, indices = [], []
+    with BatchReader(source, pool, CFG, flush_after=0.05) as reader:
+        for batch in reader:
+            frames, idx = batch.filled()
+            sizes.append(len(idx))
+            indices.extend(idx.tolist())
+            pool.release(batch)
+            source.resume.set()  # the stream goes on only once the first frames were handed over
+    assert sizes[0] == 3  # the 3 frames before the pause, long before a batch of 8 filled
+    assert sum(sizes) == 12 and reader.partial_batches >= 1
+    assert indices == [10 + 2 * i for i in range(12)]  # order kept across taken and whole batches
+
+
+def test_without_flush_after_a_paused_stream_waits_for_whole_batches():
+    source = PausingSource(12, pause_at=3)
+    pool = BatchPool(3, 8, 16)
+    threading.Timer(0.3, source.resume.set).start()
+    with BatchReader(source, pool, CFG) as reader:
+        sizes = []
+        for batch in reader:
+            sizes.append(batch.count)
+            pool.release(batch)
+    assert sizes == [8, 4] and reader.partial_batches == 0
+
+
+class JitterySource(ListSource):
+    """A real FrameSource whose frames arrive with random pauses around the flush delay."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        super().__init__(n)
+        self.delays = np.random.default_rng(seed).choice([0.0, 0.0, 0.0, 0.002, 0.01], size=n)
+
+    def frames(self):
+        for delay, item in zip(self.delays, super().frames()):
+            time.sleep(delay)
+            yield item
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_taking_partial_batches_under_jitter_keeps_every_frame_once_and_in_order(seed):
+    source = JitterySource(150, seed)
+    pool = BatchPool(3, 8, 16)
+    indices = []
+    with BatchReader(source, pool, CFG, flush_after=0.003) as reader:
+        for batch in reader:
+            frames, idx = batch.filled()
+            assert np.array_equal(frames.numpy()[:, 0, 0, 0], prepared_values(idx))
+            indices.extend(idx.tolist())
+            pool.release(batch)
+    assert indices == [10 + 2 * i for i in range(150)]
+
+
+def prepared_values(indices: np.ndarray) -> np.ndarray:
+    """The pixel value ListSource gives frame `index` (i % 256 for index 10 + 2i), after preparation."""
+    return np.array([prepare_frame(av.VideoFrame.from_ndarray(np.full((24, 24, 3), ((i - 10) // 2) % 256, np.uint8), format="rgb24"), CFG)[0, 0, 0] for i in indices])

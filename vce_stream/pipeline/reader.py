@@ -4,6 +4,12 @@ Decoding and preparing run in their own thread (PyAV and swscale release the GIL
 scoring. The queue holds at most the pool's batches, so a slow scorer stops the decoder instead of
 growing memory. An error in the source reaches the reader after every batch decoded before it, so the
 scoring loop scores all it can and then learns why the stream stopped.
+
+Live streams: when no batch has been completed for `flush_after` seconds (a capsule recording arrives
+at a few frames per second), the scoring loop takes the partly filled batch as it is, so events are
+decided within about that delay instead of waiting for a whole batch. The decode thread fills the
+current batch under a lock, so a batch is taken only between two frames, and only when no older batch
+is still queued (frame order is kept).
 """
 
 from __future__ import annotations
@@ -33,12 +39,24 @@ class BatchReader:
     batches before it). `close()` stops the thread; the thread closes the source.
     """
 
-    def __init__(self, source: FrameSource, pool: BatchPool, preprocess: PreprocessConfig, *, scale_threads: int = 1) -> None:
+    def __init__(
+        self,
+        source: FrameSource,
+        pool: BatchPool,
+        preprocess: PreprocessConfig,
+        *,
+        scale_threads: int = 1,
+        flush_after: float = 0.0,
+    ) -> None:
         self.source = source
         self.pool = pool
         self.preprocess = preprocess
         self.scale_threads = scale_threads
+        self.flush_after = flush_after  # seconds; 0: only whole batches (and the last one)
+        self.partial_batches = 0  # batches taken part-filled because the stream paused
         self._ready: queue.Queue[Batch | _End] = queue.Queue()
+        self._filling: Batch | None = None  # the batch the decode thread is writing, guarded by _lock
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._decode, name="vce-decode", daemon=True)
         self._started = False
@@ -48,37 +66,71 @@ class BatchReader:
             self._started = True
             self._thread.start()
         while True:
-            item = self._ready.get()
+            try:
+                item = self._ready.get(timeout=self.flush_after or None)
+            except queue.Empty:
+                taken = self._take_partial()
+                if taken is not None:
+                    yield taken
+                continue
             if isinstance(item, _End):
                 if item.error is not None:
                     raise item.error
                 return
             yield item
 
+    def _take_partial(self) -> Batch | None:
+        """The part-filled batch, if the stream paused with frames in it and nothing older is queued."""
+        with self._lock:
+            batch = self._filling
+            if batch is None or batch.count == 0 or not self._ready.empty():
+                return None
+            self._filling = None
+            self.partial_batches += 1
+            return batch
+
     def _decode(self) -> None:
-        batch: Batch | None = None
         try:
             for index, frame in self.source.frames():
-                if batch is None:
-                    batch = self.pool.acquire(self._stop)
-                    if batch is None:  # stopped
-                        return
-                prepare_frame(frame, self.preprocess, batch.add(index), threads=self.scale_threads)
-                if batch.full:
-                    self._ready.put(batch)
-                    batch = None
+                if not self._add(index, frame):  # stopped
+                    return
                 if self._stop.is_set():
                     return
-            if batch is not None:
-                self._ready.put(batch)
-                batch = None
+            self._hand_over_last()
             self._ready.put(_End())
         except BaseException as exc:  # handed to the consumer, which decides what it means
-            if batch is not None and batch.count:
-                self._ready.put(batch)
+            self._hand_over_last()
             self._ready.put(_End(exc))
         finally:
             self.source.close()
+
+    def _add(self, index: int, frame: object) -> bool:
+        """Prepare `frame` into the current batch (a new one from the pool when there is none); False if stopped."""
+        while True:
+            with self._lock:
+                batch = self._filling
+                if batch is not None:
+                    slot = batch.add(index)
+                    try:
+                        prepare_frame(frame, self.preprocess, slot, threads=self.scale_threads)
+                    except BaseException:
+                        batch.count -= 1  # never hand over a slot that holds no frame
+                        raise
+                    if batch.full:
+                        self._ready.put(batch)
+                        self._filling = None
+                    return True
+            fresh = self.pool.acquire(self._stop)  # outside the lock: may wait for the scorer
+            if fresh is None:
+                return False
+            with self._lock:
+                self._filling = fresh  # empty, so never taken before its first frame
+
+    def _hand_over_last(self) -> None:
+        with self._lock:
+            if self._filling is not None and self._filling.count:
+                self._ready.put(self._filling)
+            self._filling = None
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop decoding and wait for the thread (a read blocked on a silent pipe is left to die with the process)."""

@@ -43,10 +43,13 @@ class PipelineConfig:
     batch_size: frames per scorer call (also the latency of a live stream, in frames).
     queue_depth: batches decoded ahead of the one being scored; the pool holds queue_depth + 2 batches
         (one being filled, one being scored), which bounds memory.
+    flush_after: seconds without a completed batch after which the frames decoded so far are scored as
+        a smaller batch (a live stream's pace); 0 waits for whole batches. Events never change with it.
     """
 
     batch_size: int = 32
     queue_depth: int = 2
+    flush_after: float = 1.0
     source: SourceConfig = field(default_factory=SourceConfig)
 
     def __post_init__(self) -> None:
@@ -54,6 +57,8 @@ class PipelineConfig:
             raise ConfigError(f"pipeline.batch_size must be >= 1, got {self.batch_size}")
         if self.queue_depth < 0:
             raise ConfigError(f"pipeline.queue_depth must be >= 0, got {self.queue_depth}")
+        if self.flush_after < 0:
+            raise ConfigError(f"pipeline.flush_after must be >= 0 seconds, got {self.flush_after}")
 
 
 @dataclass(frozen=True)
@@ -245,7 +250,8 @@ def stream_exam(
             emit([le.event for le in live], [not le.final for le in live])
 
     start = time.perf_counter()
-    with BatchReader(source, pool, options.preprocess, scale_threads=config.source.scale_threads) as reader:
+    reader = BatchReader(source, pool, options.preprocess, scale_threads=config.source.scale_threads, flush_after=config.flush_after)
+    with reader:
         try:
             for batch in reader:
                 tensor, indices = batch.filled()
