@@ -208,6 +208,11 @@ def make_scorer(
     """
     choice = choose_engine(bundle, backend, engine_dir=engine_dir, device=device, batch_size=batch_size, cache_root=cache_root)
     log.info("engine: %s", choice.reason)
+    return open_choice(choice, bundle, threads)
+
+
+def open_choice(choice: EngineChoice, bundle: Any, threads: int | None = None) -> FrameScorer:
+    """The scorer for what `choose_engine` decided: PyTorch eager, or the chosen engine directory."""
     if choice.engine_dir is None:
         return bundle.build_scorer(choice.device)
     assert choice.manifest is not None

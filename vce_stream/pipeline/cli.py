@@ -13,9 +13,9 @@ import sys
 import click
 
 from vce_stream.config import PostprocessConfig, from_dict, load_yaml, merge_nested, to_dict, with_command_line
-from vce_stream.engine.select import BACKEND_CHOICES, make_scorer, resolve_device
+from vce_stream.engine.select import BACKEND_CHOICES, choose_engine, open_choice, resolve_device
 from vce_stream.errors import EXIT_INCOMPLETE, ConfigError, VceError
-from vce_stream.pipeline.run import PipelineConfig, RunOptions, stream_exam
+from vce_stream.pipeline.run import PipelineConfig, RunOptions, check_output_path, stream_exam
 from vce_stream.sources import open_source
 
 
@@ -94,10 +94,16 @@ def run(
     try:
         from vce_stream.model.bundle import load_bundle
 
+        check_output_path(out, "event JSON")  # before the model loads: a bad path costs nothing
+        if save_scores:
+            check_output_path(save_scores, "scores file")
         bundle = load_bundle(model)
         run_device = resolve_device(device)
         post = postprocess_settings(bundle.postprocess, post_overrides, thresholds, order, segmentation, bundle.labels, config_path)
-        scorer = make_scorer(bundle, backend=backend, device=run_device, engine_dir=engine_dir, batch_size=pipeline.batch_size)
+        choice = choose_engine(bundle, backend, engine_dir=engine_dir, device=run_device, batch_size=pipeline.batch_size)
+        if not quiet:
+            click.echo(f"engine: {choice.reason}", err=True)
+        scorer = open_choice(choice, bundle)
     except BaseException:
         source.close()
         raise
