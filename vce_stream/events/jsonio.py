@@ -19,7 +19,7 @@ import numpy as np
 from vce_stream.atomic import atomic_write_text
 from vce_stream.errors import SubmissionError
 from vce_stream.events.event import Event
-from vce_stream.labels import LABEL_INDEX, LABELS
+from vce_stream.labels import LABELS
 
 FrameRange = tuple[int, int]  # first and last frame index, inclusive
 
@@ -237,7 +237,6 @@ def frame_range_of(events: Sequence[Mapping[str, Any]]) -> FrameRange | None:
 
 
 __all__ = [
-    "LABEL_INDEX",
     "TupleEvent",
     "dump_submission",
     "frame_range_of",
