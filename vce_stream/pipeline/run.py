@@ -43,8 +43,9 @@ class PipelineConfig:
     batch_size: frames per scorer call (also the latency of a live stream, in frames).
     queue_depth: batches decoded ahead of the one being scored; the pool holds queue_depth + 2 batches
         (one being filled, one being scored), which bounds memory.
-    flush_after: seconds without a completed batch after which the frames decoded so far are scored as
-        a smaller batch (a live stream's pace); 0 waits for whole batches. Events never change with it.
+    flush_after: on a live stream (stdin), seconds without a completed batch after which the frames
+        decoded so far are scored as a smaller batch; 0 waits for whole batches. Files always use whole
+        batches, so their output does not depend on the machine's load.
     """
 
     batch_size: int = 32
@@ -250,7 +251,10 @@ def stream_exam(
             emit([le.event for le in live], [not le.final for le in live])
 
     start = time.perf_counter()
-    reader = BatchReader(source, pool, options.preprocess, scale_threads=config.source.scale_threads, flush_after=config.flush_after)
+    # Only a live stream (a pipe) is scored in part-filled batches: files keep whole batches, so the
+    # same file always gives the same batches and byte-identical output.
+    flush_after = config.flush_after if getattr(source, "is_pipe", False) else 0.0
+    reader = BatchReader(source, pool, options.preprocess, scale_threads=config.source.scale_threads, flush_after=flush_after)
     with reader:
         try:
             for batch in reader:
