@@ -19,11 +19,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from engines import BACKENDS, PRECISIONS
-from engines.cache import TEMP_PREFIX, cache_key, default_cache_root, entry_name, timing_cache_path
-from engines.device import DeviceFacts, device_facts, library_versions
-from engines.manifest import MANIFEST_NAME, Agreement, Manifest, write_manifest
-from engines.profile import BatchProfile
+from engines import BuildContext, get_builder
+from vce_stream.engine.cache import TEMP_PREFIX, cache_key, default_cache_root, entry_name, timing_cache_path
+from vce_stream.engine.backends import get_backend, library_versions
+from vce_stream.engine.device import DeviceFacts, device_facts
+from vce_stream.engine.manifest import MANIFEST_NAME, Agreement, Manifest, write_manifest
+from vce_stream.engine.profile import BatchProfile
 from vce_stream.errors import ConfigError, VceError
 
 
@@ -105,10 +106,9 @@ def build_engine(
     """
     from vce_stream.engine.select import backend_device, open_engine, resolve_device
 
-    if backend not in BACKENDS:
-        raise ConfigError(f"--backend must be one of {BACKENDS}, got {backend!r}")
-    if precision not in PRECISIONS[backend]:
-        raise ConfigError(f"{backend} engines are built in {PRECISIONS[backend]}, not {precision!r}")
+    entry, builder = get_backend(backend), get_builder(backend)
+    if precision not in entry.precisions:
+        raise ConfigError(f"{backend} engines are built in {entry.precisions}, not {precision!r}")
     run_device = backend_device(backend, resolve_device(device))
     facts = device_facts(run_device)
     versions = library_versions(backend)
@@ -126,7 +126,8 @@ def build_engine(
     workdir = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{target.name}.", dir=target.parent))
     os.chmod(workdir, 0o755)  # mkdtemp makes it private; an engine directory is an ordinary folder
     try:
-        artifact = _build_artifact(backend, model, workdir, precision, profile, image_size, run_device, root, facts, versions)
+        context = BuildContext(device=run_device, timing_cache=timing_cache_path(root, facts, versions))
+        artifact = builder.build(model, workdir, precision, profile, image_size, context)
         manifest = Manifest(
             backend=backend,
             precision=precision,
@@ -140,7 +141,7 @@ def build_engine(
             artifact=artifact,
             created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         )
-        problems = _verify(backend, workdir, artifact, precision, image_size)
+        problems = builder.verify(workdir / str(artifact), precision, image_size) if artifact is not None else []
         if problems:
             raise EngineBuildError(
                 f"the {backend} {precision} engine does not have the requested properties: {'; '.join(problems)}"
@@ -152,36 +153,6 @@ def build_engine(
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return target, manifest
-
-
-def _build_artifact(
-    backend: str, model: torch.nn.Module, workdir: Path, precision: str, profile: BatchProfile, image_size: int,
-    device: torch.device, root: Path, facts: DeviceFacts, versions: dict[str, str],
-) -> str | None:  # fmt: skip
-    if backend == "onnxruntime":
-        from engines import onnx_builder
-
-        return onnx_builder.build(model, workdir, precision, profile, image_size)
-    if backend == "tensorrt":
-        from engines import tensorrt_builder
-
-        timing = timing_cache_path(root, facts, versions)
-        return tensorrt_builder.build(model, workdir, precision, profile, image_size, device, timing)
-    from engines import torch_builder
-
-    return torch_builder.build(model, workdir, precision, profile, image_size)
-
-
-def _verify(backend: str, workdir: Path, artifact: str | None, precision: str, image_size: int) -> list[str]:
-    if backend == "onnxruntime":
-        from engines import onnx_builder
-
-        return onnx_builder.verify(workdir / str(artifact), precision, image_size)
-    if backend == "tensorrt":
-        from engines import tensorrt_builder
-
-        return tensorrt_builder.verify(workdir / str(artifact), precision)
-    return []
 
 
 def _measure(

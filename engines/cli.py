@@ -6,10 +6,11 @@ from pathlib import Path
 
 import click
 
-from engines import BACKENDS, PRECISIONS
-from engines.profile import BatchProfile
+from vce_stream.engine.backends import backend_names, get_backend
+from vce_stream.engine.profile import BatchProfile
 
-_ALL_PRECISIONS = sorted({p for values in PRECISIONS.values() for p in values})
+BACKENDS = backend_names()
+_ALL_PRECISIONS = sorted({p for name in BACKENDS for p in get_backend(name).precisions})
 
 
 @click.command("build-engine")
@@ -30,7 +31,7 @@ def build_engine_command(
 ) -> None:
     """Compile a model bundle's frame model for this machine and write an engine directory with its manifest."""
     from engines.build import build_engine
-    from engines.profile import parse_profile
+    from vce_stream.engine.profile import parse_profile
     from vce_stream.model.bundle import load_bundle
 
     profile = parse_profile(batch)
@@ -53,7 +54,7 @@ def engines_group() -> None:
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help="Engine cache folder.")
 def list_command(cache_dir: Path | None) -> None:
     """List cached engines: backend, precision, batch profile, device, bundle and agreement."""
-    from engines.cache import default_cache_root, list_cached
+    from vce_stream.engine.cache import default_cache_root, list_cached
 
     root = cache_dir or default_cache_root()
     entries = list_cached(root)
@@ -78,7 +79,7 @@ def list_command(cache_dir: Path | None) -> None:
 @click.option("--backend", type=click.Choice(BACKENDS), default=None, help="Only engines of this backend.")
 def clear_command(cache_dir: Path | None, bundle_hash: str | None, backend: str | None) -> None:
     """Remove cached engines (all of them, or those of one bundle or backend)."""
-    from engines.cache import clear_cache, default_cache_root
+    from vce_stream.engine.cache import clear_cache, default_cache_root
 
     root = cache_dir or default_cache_root()
     removed = clear_cache(root, bundle_hash=bundle_hash, backend=backend)

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from engines.profile import BatchProfile
+from engines import Builder, register_builder
+from vce_stream.engine.profile import BatchProfile
 
 ARTIFACTS = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
 
@@ -130,3 +131,12 @@ def _quiet():
             yield
     finally:
         root.setLevel(level)
+
+
+register_builder(
+    Builder(
+        backend="onnxruntime",
+        build=lambda model, workdir, precision, profile, image_size, context: build(model, workdir, precision, profile, image_size),
+        verify=verify,
+    )
+)

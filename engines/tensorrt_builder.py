@@ -22,7 +22,8 @@ from typing import Any
 
 import torch
 
-from engines.profile import BatchProfile
+from engines import Builder, register_builder
+from vce_stream.engine.profile import BatchProfile
 
 ARTIFACT = "model.trt.ep"
 LOW_PRECISION = {"fp16": torch.float16, "bf16": torch.bfloat16}
@@ -159,3 +160,14 @@ def verify(path: Path, precision: str) -> list[str]:
         except RuntimeError:
             continue
     return problems
+
+
+register_builder(
+    Builder(
+        backend="tensorrt",
+        build=lambda model, workdir, precision, profile, image_size, context: build(
+            model, workdir, precision, profile, image_size, context.device, context.timing_cache
+        ),
+        verify=lambda path, precision, image_size: verify(path, precision),
+    )
+)

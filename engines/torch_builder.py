@@ -11,7 +11,8 @@ from pathlib import Path
 
 import torch
 
-from engines.profile import BatchProfile
+from engines import Builder, register_builder
+from vce_stream.engine.profile import BatchProfile
 
 
 def build(model: torch.nn.Module, out_dir: Path, precision: str, profile: BatchProfile, image_size: int) -> None:
@@ -19,3 +20,12 @@ def build(model: torch.nn.Module, out_dir: Path, precision: str, profile: BatchP
     if precision != "fp32":
         raise ValueError(f"torch engines are fp32, not {precision}")
     return None
+
+
+register_builder(
+    Builder(
+        backend="torch",
+        build=lambda model, workdir, precision, profile, image_size, context: build(model, workdir, precision, profile, image_size),
+        verify=lambda path, precision, image_size: [],
+    )
+)

@@ -23,8 +23,8 @@ import argparse
 import time
 from pathlib import Path
 
-from vce_stream.config import PostprocessConfig
-from vce_stream.decoding.calibrate import (
+from vce_stream.postprocess.config import PostprocessConfig
+from vce_stream.postprocess.calibrate import (
     Calibrator,
     SearchConfig,
     cross_validated_events,
@@ -34,7 +34,7 @@ from vce_stream.decoding.calibrate import (
     prepare,
     score_events,
 )
-from vce_stream.decoding.config import DecodingConfig
+from vce_stream.postprocess.config import DecodingConfig
 from vce_stream.events.jsonio import read_submission
 from vce_stream.labels import LABELS
 from vce_stream.simulate import SimulatorConfig, simulate_scores

@@ -25,12 +25,13 @@ import numpy as np
 import torch
 
 from engines.build import build_engine, calibration_frames
-from engines.profile import BatchProfile
+from vce_stream.engine.profile import BatchProfile
 from vce_stream.engine.select import make_scorer
-from vce_stream.engine.torch_engine import TorchScorer
-from vce_stream.engine.tensorrt_engine import tensorrt_available
+from vce_stream.engine.backends.pytorch import TorchScorer
+from vce_stream.engine.backends.tensorrt import tensorrt_available
 from vce_stream.model.bundle import create_random_bundle, load_bundle
 from vce_stream.model.config import ARCH_PRESETS
+from vce_stream.engine.backends.pytorch import torch_scorer
 
 
 def time_batch(scorer, frames: torch.Tensor) -> tuple[float, np.ndarray]:
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace, batches: list[int], profile: BatchProfile, wor
     bundle = load_bundle(create_random_bundle(work / "bundle", args.arch, seed=0))
     size = bundle.preprocess.size
 
-    scorers: dict[str, object] = {"torch eager": bundle.build_scorer("cpu")}
+    scorers: dict[str, object] = {"torch eager": torch_scorer(bundle, "cpu")}
     build_seconds: dict[str, float] = {"torch eager": 0.0}
     if args.compile:
         start = time.perf_counter()
@@ -83,7 +84,7 @@ def run(args: argparse.Namespace, batches: list[int], profile: BatchProfile, wor
             path, _ = build_engine(bundle, "tensorrt", precision, profile, cache_root=work / "cache", device="cuda")
             build_seconds[f"tensorrt {precision}"] = time.perf_counter() - start
             scorers[f"tensorrt {precision}"] = make_scorer(bundle, engine_dir=path, device="cuda")
-        scorers["torch eager cuda"] = bundle.build_scorer("cuda")
+        scorers["torch eager cuda"] = torch_scorer(bundle, "cuda")
 
     print(f"{args.arch}, {args.threads} threads, torch {torch.__version__}, median of {args.rounds} batches; "
           f"engines built for batch profile {profile.text}")

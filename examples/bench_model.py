@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from vce_stream.config import PreprocessConfig
+from vce_stream.sources.preprocess import PreprocessConfig
 from vce_stream.model.classifier import FrameProbabilityModel, build_classifier
 from vce_stream.model.config import ARCH_PRESETS
 

@@ -26,9 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vce_stream.config import PreprocessConfig
+from vce_stream.sources.preprocess import PreprocessConfig
 from vce_stream.labels import LABELS
-from vce_stream.pipeline.run import PipelineConfig, RunOptions, make_scorer, run_exam
+from vce_stream.engine.select import make_scorer
+from vce_stream.pipeline.run import PipelineConfig, RunOptions, run_exam
 from vce_stream.sources import SourceConfig, open_source
 from vce_stream.sources.preprocess import prepare_frame
 from vce_stream.synthetic import SyntheticConfig, make_exam

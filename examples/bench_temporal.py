@@ -14,10 +14,10 @@ import time
 
 import numpy as np
 
-from vce_stream.config import TemporalConfig
+from vce_stream.postprocess.config import TemporalConfig
 from vce_stream.labels import LABELS
-from vce_stream.temporal.filters import offline_events
-from vce_stream.temporal.streaming import MedianGapState
+from vce_stream.postprocess.filters import offline_events
+from vce_stream.postprocess.streaming import MedianGapState
 
 
 def simulated_probs(frames: int, classes: int, seed: int = 0) -> np.ndarray:

@@ -26,6 +26,7 @@ from vce_stream.events.jsonio import read_submission
 from vce_stream.model.bundle import create_random_bundle, load_bundle
 from vce_stream.pipeline.run import RunOptions, run_exam
 from vce_stream.synthetic import SyntheticConfig, make_exam
+from vce_stream.engine.backends.pytorch import torch_scorer
 
 SMALL = {"width": 64, "height": 64}
 
@@ -128,7 +129,7 @@ def test_an_exam_scored_by_batch_equals_vce_stream_run(first_run, archive, bundl
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        scorer = model.build_scorer("cpu")
+        scorer = torch_scorer(model, "cpu")
         options = RunOptions(video_id="exam_1", preprocess=model.preprocess, postprocess=model.postprocess)
         run_exam(archive / "site_a" / "exam_1.mkv", scorer, tmp_path / "run.json", options)
     finally:

@@ -13,7 +13,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vce_stream.config import PostprocessConfig, TemporalConfig
+from vce_stream.postprocess.config import PostprocessConfig, TemporalConfig
 from vce_stream.engine.base import FrameScorer
 from vce_stream.errors import InputError
 from vce_stream.labels import LABELS
@@ -27,6 +27,7 @@ from vce_stream.model.bundle import (
 )
 from vce_stream.model.classifier import build_classifier
 from vce_stream.model.config import arch_preset
+from vce_stream.engine.backends.pytorch import torch_scorer
 
 TINY = arch_preset("tiny")
 
@@ -144,7 +145,7 @@ def test_save_checks_labels_against_the_architecture(tmp_path):
 def test_random_bundle_with_a_subset_of_labels(tmp_path):
     bundle = load_bundle(create_random_bundle(tmp_path / "b", labels=["polyp", "ulcer"]))
     assert bundle.labels == ("polyp", "ulcer") and bundle.arch.num_labels == 2
-    assert bundle.build_scorer().score(frames(2)).shape == (2, 2)
+    assert torch_scorer(bundle).score(frames(2)).shape == (2, 2)
 
 
 def test_replace_postprocess_keeps_the_weights_and_refuses_settings_that_do_not_fit(copy_of_bundle):
@@ -266,7 +267,7 @@ def test_weights_replaced_after_loading_are_caught_when_building(copy_of_bundle)
 
 def test_torch_scorer_is_a_frame_scorer_giving_the_frame_model_probabilities(bundle_path):
     bundle = load_bundle(bundle_path)
-    scorer = bundle.build_scorer("cpu")
+    scorer = torch_scorer(bundle, "cpu")
     assert isinstance(scorer, FrameScorer)
     assert scorer.labels == LABELS
     x = frames(5)
@@ -280,7 +281,7 @@ def test_torch_scorer_is_a_frame_scorer_giving_the_frame_model_probabilities(bun
 
 
 def test_torch_scorer_accepts_pinned_memory_and_refuses_float_frames(bundle_path):
-    scorer = load_bundle(bundle_path).build_scorer()
+    scorer = torch_scorer(load_bundle(bundle_path))
     x = frames(2)
     if torch.cuda.is_available():
         x = x.pin_memory()
@@ -294,7 +295,7 @@ def test_torch_scorer_accepts_pinned_memory_and_refuses_float_frames(bundle_path
 def test_torch_scorer_on_cuda_matches_cpu(bundle_path):
     bundle = load_bundle(bundle_path)
     x = frames(4).pin_memory()
-    np.testing.assert_allclose(bundle.build_scorer("cuda").score(x), bundle.build_scorer("cpu").score(x), atol=1e-4)
+    np.testing.assert_allclose(torch_scorer(bundle, "cuda").score(x), torch_scorer(bundle, "cpu").score(x), atol=1e-4)
 
 
 # --- command line -----------------------------------------------------------------------------------

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from vce_stream.cli import main
-from vce_stream.config import PostprocessConfig
-from vce_stream.decoding.calibrate import Calibrator, SearchConfig, calibrate, fold_indices, prepare
+from vce_stream.postprocess.config import PostprocessConfig
+from vce_stream.postprocess.calibrate import Calibrator, SearchConfig, calibrate, fold_indices, prepare
 from vce_stream.errors import InputError
 from vce_stream.events.jsonio import read_submission
 from vce_stream.labels import LABELS
@@ -63,7 +63,7 @@ def test_cross_validation_tunes_each_fold_without_its_own_videos(small_set):
         return original(subset)
 
     calibrator.fit = spy
-    from vce_stream.decoding.calibrate import cross_validated_events
+    from vce_stream.postprocess.calibrate import cross_validated_events
 
     events, configs = cross_validated_events(prepared, folds, calibrator.fit, LABELS, scores)
     assert set(events) == set(VIDEOS)

@@ -1,6 +1,7 @@
 import pytest
 
-from vce_stream.config import PostprocessConfig, TemporalConfig, from_dict, load_yaml, override_thresholds, to_dict
+from vce_stream.config import from_dict, load_yaml, to_dict
+from vce_stream.postprocess.config import PostprocessConfig, TemporalConfig, override_thresholds
 from vce_stream.errors import ConfigError
 from vce_stream.labels import LABELS
 
@@ -43,7 +44,7 @@ def test_override_thresholds_forms():
 
 
 def test_command_line_options_apply_last_and_are_checked():
-    from vce_stream.config import with_command_line
+    from vce_stream.postprocess.config import with_command_line
 
     base = PostprocessConfig(thresholds=0.5)
     cfg = with_command_line(base, LABELS, thresholds="polyp=0.2", order="time", segmentation="label")

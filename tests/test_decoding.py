@@ -10,21 +10,22 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from vce_stream.config import PostprocessConfig, TemporalConfig, from_dict
-from vce_stream.decoding.config import DecodingConfig
-from vce_stream.decoding.decode import decode_events
-from vce_stream.decoding.fastmap import fast_average_precision, truth_by_label, TruthSegments
-from vce_stream.decoding.gating import PresenceGate, gate_runs
-from vce_stream.decoding.landmarks import boundary_row, select_landmark_runs
-from vce_stream.decoding.ranking import change_points, cut_runs
-from vce_stream.decoding.runs import densify, filter_runs, length_weighted
-from vce_stream.decoding.calibrate import best_gate
+from vce_stream.config import from_dict
+from vce_stream.postprocess.config import PostprocessConfig, TemporalConfig
+from vce_stream.postprocess.config import DecodingConfig
+from vce_stream.postprocess.decode import decode_events
+from vce_stream.postprocess.fastmap import fast_average_precision, truth_by_label, TruthSegments
+from vce_stream.postprocess.gating import PresenceGate, gate_runs
+from vce_stream.postprocess.landmarks import boundary_row, select_landmark_runs
+from vce_stream.postprocess.ranking import change_points, cut_runs
+from vce_stream.postprocess.runs import densify, filter_runs, length_weighted
+from vce_stream.postprocess.calibrate import best_gate
 from vce_stream.errors import ConfigError
 from vce_stream.events.jsonio import frame_range_of, label_events_from_json, label_matrix, parse_submission, submission_dict
 from vce_stream.labels import LABELS
 from vce_stream.metrics.temporal_map import average_precision, evaluate
-from vce_stream.temporal.filters import offline_events
-from vce_stream.temporal.postprocess import stream_events, video_events
+from vce_stream.postprocess.filters import offline_events
+from vce_stream.postprocess.video import stream_events, video_events
 
 
 # --- the filter's runs -----------------------------------------------------------------------------
@@ -244,7 +245,7 @@ def test_decoding_keeps_anatomy_in_order_and_gates_absent_labels():
 
 
 def test_fast_evaluate_equals_the_scorer_on_whole_submissions(official_gt):
-    from vce_stream.decoding.fastmap import fast_evaluate
+    from vce_stream.postprocess.fastmap import fast_evaluate
 
     videos = ["13", "2", "9", "62"]
     gt = {vid: official_gt[vid] for vid in videos}

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from vce_stream.decoding.anatomy import (
+from vce_stream.postprocess.anatomy import (
     OnlineMonotoneViterbi,
     monotone_viterbi,
     path_score,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from vce_stream.config import PostprocessConfig, from_dict
-from vce_stream.decoding.decode import decode_events
-from vce_stream.decoding.live import LiveDecoder
+from vce_stream.config import from_dict
+from vce_stream.postprocess.config import PostprocessConfig
+from vce_stream.postprocess.decode import decode_events
+from vce_stream.postprocess.live import LiveDecoder
 from vce_stream.labels import LABELS
 
 

@@ -16,16 +16,17 @@ import pytest
 import torch
 
 from engines.build import AgreementTolerance, BuildConfig, EngineBuildError, build_engine, calibration_frames
-from engines.cache import list_cached
-from engines.device import DeviceFacts
-from engines.manifest import MANIFEST_NAME, EngineMismatchError, read_manifest
-from engines.profile import BatchProfile
+from vce_stream.engine.cache import list_cached
+from vce_stream.engine.device import DeviceFacts
+from vce_stream.engine.manifest import MANIFEST_NAME, EngineMismatchError, read_manifest
+from vce_stream.engine.profile import BatchProfile
 from vce_stream.cli import main
-from vce_stream.config import PostprocessConfig
+from vce_stream.postprocess.config import PostprocessConfig
 from vce_stream.errors import VceError
 from vce_stream.events.jsonio import read_submission
 from vce_stream.model.bundle import create_random_bundle, load_bundle
 from vce_stream.engine.select import choose_engine, make_scorer
+from vce_stream.engine.backends.pytorch import torch_scorer
 
 pytest.importorskip("onnxruntime")
 
@@ -70,7 +71,7 @@ def test_built_engines_record_their_properties_and_agree_with_pytorch(cache, bun
 
     scorer = make_scorer(bundle, engine_dir=path, device="cpu", batch_size=4)
     batch = frames(13)  # split into 8 + 5, and the profile is exercised again at run time
-    reference = bundle.build_scorer("cpu").score(batch)
+    reference = torch_scorer(bundle, "cpu").score(batch)
     probs = scorer.score(batch)
     assert probs.shape == (13, 17) and probs.dtype == np.float32
     assert np.abs(probs - reference).max() <= TOLERANCE.for_precision(precision)
@@ -207,9 +208,9 @@ def test_engines_through_a_whole_run_agree_with_pytorch(cache, bundle, exam, tmp
     precision = name.split("-")[1]
     tolerance = TOLERANCE.for_precision(precision)
     (tmp_path / "ref").mkdir(), (tmp_path / "eng").mkdir()
-    reference_probs, _ = run_and_read(exam, bundle, bundle.build_scorer("cpu"), tmp_path / "ref", PostprocessConfig())
+    reference_probs, _ = run_and_read(exam, bundle, torch_scorer(bundle, "cpu"), tmp_path / "ref", PostprocessConfig())
     post = PostprocessConfig(thresholds=thresholds_away_from(reference_probs), order="time", segmentation="label")
-    reference_probs, reference_events = run_and_read(exam, bundle, bundle.build_scorer("cpu"), tmp_path / "ref", post)
+    reference_probs, reference_events = run_and_read(exam, bundle, torch_scorer(bundle, "cpu"), tmp_path / "ref", post)
     scorer = make_scorer(bundle, engine_dir=cache[name], device="cpu", batch_size=4)
     probs, events = run_and_read(exam, bundle, scorer, tmp_path / "eng", post)
 

@@ -14,9 +14,10 @@ import pytest
 import torch
 
 from engines import tensorrt_builder
-from engines.cache import cache_key, clear_cache, entry_name, find_cached, list_cached, timing_cache_path
-from engines.device import DeviceFacts, cpu_facts, library_versions, parse_cpuinfo
-from engines.manifest import (
+from vce_stream.engine.cache import cache_key, clear_cache, entry_name, find_cached, list_cached, timing_cache_path
+from vce_stream.engine.backends import library_versions
+from vce_stream.engine.device import DeviceFacts, cpu_facts, parse_cpuinfo
+from vce_stream.engine.manifest import (
     MANIFEST_NAME,
     Agreement,
     EngineExpectation,
@@ -27,9 +28,10 @@ from engines.manifest import (
     read_manifest,
     write_manifest,
 )
-from engines.profile import BatchProfile
+from vce_stream.engine.profile import BatchProfile
 from vce_stream.errors import InputError, VceError
 from vce_stream.labels import LABELS
+from vce_stream.engine.backends.pytorch import torch_scorer
 
 L4 = DeviceFacts(kind="cuda", name="NVIDIA L4", capability="8.9", sm_count=58)
 A100 = DeviceFacts(kind="cuda", name="NVIDIA A100-SXM4-80GB", capability="8.0", sm_count=108)
@@ -250,5 +252,5 @@ def test_tensorrt_engine_builds_and_agrees_with_pytorch_on_gpu(tmp_path):
         assert manifest.agreement.max_abs_diff <= manifest.agreement.tolerance
         scorer = make_scorer(bundle, "tensorrt", engine_dir=path, device="cuda", batch_size=4)
         frames = torch.randint(0, 256, (11, 32, 32, 3), dtype=torch.uint8)
-        reference = bundle.build_scorer("cuda").score(frames)
+        reference = torch_scorer(bundle, "cuda").score(frames)
         assert abs(scorer.score(frames) - reference).max() <= manifest.agreement.tolerance

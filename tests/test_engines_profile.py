@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engines.profile import BatchProfile, pad_to, parse_profile, plan_chunks, run_in_profile
+from vce_stream.engine.profile import BatchProfile, pad_to, parse_profile, plan_chunks, run_in_profile
 from vce_stream.errors import ConfigError
 
 profiles = st.tuples(st.integers(1, 9), st.integers(0, 9), st.integers(0, 9)).map(

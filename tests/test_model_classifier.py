@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch.export import Dim, export
 
-from vce_stream.config import PreprocessConfig
+from vce_stream.sources.preprocess import PreprocessConfig
 from vce_stream.model.classifier import FrameProbabilityModel, UInt8Normalize, build_classifier
 from vce_stream.model.config import ArchConfig, arch_preset
 from vce_stream.model.heads import ExcitationBlock, label_prompts, random_text_embeddings

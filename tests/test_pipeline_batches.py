@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from vce_stream.config import PreprocessConfig
+from vce_stream.sources.preprocess import PreprocessConfig
 from vce_stream.pipeline.batches import BatchPool
 from vce_stream.pipeline.reader import BatchReader
 from vce_stream.sources.base import SourceStats, StreamBroken

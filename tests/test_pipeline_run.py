@@ -10,14 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vce_stream.config import PostprocessConfig, from_dict
+from vce_stream.config import from_dict
+from vce_stream.postprocess.config import PostprocessConfig
 from vce_stream.errors import EXIT_BAD_INPUT, InputError
 from vce_stream.events.jsonio import read_submission, submission_dict
 from vce_stream.metrics.temporal_map import evaluate
 from vce_stream.pipeline.run import PipelineConfig, RunOptions, run_exam
 from vce_stream.scores import load_scores
 from vce_stream.synthetic import PaletteScorer, SyntheticConfig, make_exam
-from vce_stream.temporal.filters import offline_events
+from vce_stream.postprocess.filters import offline_events
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,12 @@ import sys
 import numpy as np
 import pytest
 
-from vce_stream.config import PostprocessConfig
+from vce_stream.postprocess.config import PostprocessConfig
 from vce_stream.errors import InputError
 from vce_stream.events.jsonio import read_submission, submission_dict
 from vce_stream.labels import LABELS
 from vce_stream.scores import load_scores, save_scores
-from vce_stream.temporal.filters import offline_events
+from vce_stream.postprocess.filters import offline_events
 
 
 def cli(*args, check=True):

@@ -3,9 +3,9 @@ import json
 
 import numpy as np
 
-from vce_stream.config import TemporalConfig
-from vce_stream.events.sinks import JsonLinesSink
-from vce_stream.temporal.streaming import MedianGapState
+from vce_stream.postprocess.config import TemporalConfig
+from vce_stream.sinks.json_lines import JsonLinesSink
+from vce_stream.postprocess.streaming import MedianGapState
 
 
 def test_json_lines_sink_writes_each_event_when_the_state_machine_closes_it():

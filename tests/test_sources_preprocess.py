@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vce_stream.config import PreprocessConfig
+from vce_stream.sources.preprocess import PreprocessConfig
 from vce_stream.errors import InputError
 from vce_stream.sources.preprocess import crop_origin, open_image, prepare_frame, read_image, scaled_size
 

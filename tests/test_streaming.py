@@ -5,10 +5,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vce_stream.config import TemporalConfig
+from vce_stream.postprocess.config import TemporalConfig
 from vce_stream.errors import FrameOrderError
-from vce_stream.temporal.filters import offline_events
-from vce_stream.temporal.streaming import MedianGapState
+from vce_stream.postprocess.filters import offline_events
+from vce_stream.postprocess.streaming import MedianGapState
 
 LABELS = ("a", "b", "c")
 

@@ -8,13 +8,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vce_stream.config import TemporalConfig
+from vce_stream.postprocess.config import TemporalConfig
 from vce_stream.errors import ConfigError
 from vce_stream.events.jsonio import read_submission
 from vce_stream.labels import ANATOMY_ORDER, LABEL_INDEX, LANDMARKS, PATHOLOGIES
 from vce_stream.sources.galar import read_galar_index
 from vce_stream.synthetic import BOUNDARY_LANDMARKS, PaletteScorer, SyntheticConfig, make_exam, plan_exam, render_frames
-from vce_stream.temporal.filters import run_bounds
+from vce_stream.postprocess.filters import run_bounds
 
 ANATOMY = [LABEL_INDEX[name] for name in ANATOMY_ORDER]
 
@@ -83,7 +83,7 @@ def test_frame_folders_follow_the_galar_layout_and_csv(tmp_path):
 def test_the_palette_scorer_reads_the_rendered_frames_back(tmp_path):
     import torch
 
-    from vce_stream.config import PreprocessConfig
+    from vce_stream.sources.preprocess import PreprocessConfig
     from vce_stream.sources.preprocess import prepare_frame
 
     plan = plan_exam(SyntheticConfig(frames=300, width=128, height=128, seed=2))

@@ -6,9 +6,9 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy.ndimage import median_filter
 
-from vce_stream.config import TemporalConfig
+from vce_stream.postprocess.config import TemporalConfig
 from vce_stream.errors import FrameOrderError
-from vce_stream.temporal.filters import (
+from vce_stream.postprocess.filters import (
     drop_short_runs,
     fill_missing_frames,
     median_filter_binary,

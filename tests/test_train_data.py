@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from vce_stream.config import PreprocessConfig
+from vce_stream.sources.preprocess import PreprocessConfig
 from vce_stream.errors import InputError
 from vce_stream.events.jsonio import parse_submission, submission_dict
 from vce_stream.labels import LABELS

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vce_stream.config import PostprocessConfig, TemporalConfig
+from vce_stream.postprocess.config import PostprocessConfig, TemporalConfig
 from vce_stream.labels import LABELS
-from vce_stream.temporal.postprocess import video_events
+from vce_stream.postprocess.video import video_events
 
 from train.config import ThresholdSearchConfig
 from train.data import VideoFrames

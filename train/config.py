@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vce_stream.config import PostprocessConfig, PreprocessConfig, from_dict, load_yaml
+from vce_stream.config import from_dict, load_yaml
+from vce_stream.postprocess.config import PostprocessConfig
+from vce_stream.sources.preprocess import PreprocessConfig
 from vce_stream.errors import ConfigError
 from vce_stream.labels import LABELS, validate_labels
 from vce_stream.model.config import ArchConfig, arch_preset

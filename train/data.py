@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from vce_stream.config import PreprocessConfig
+from vce_stream.sources.preprocess import PreprocessConfig
 from vce_stream.errors import InputError
 from vce_stream.events.event import Event
 from vce_stream.sources.preprocess import read_image

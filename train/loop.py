@@ -33,7 +33,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from vce_stream.atomic import atomic_write_bytes, atomic_write_text
-from vce_stream.config import PreprocessConfig, to_dict
+from vce_stream.config import to_dict
+from vce_stream.sources.preprocess import PreprocessConfig
 from vce_stream.errors import ConfigError, InputError, VceError
 from vce_stream.scores import load_scores, save_scores
 

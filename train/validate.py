@@ -3,9 +3,9 @@
 Frame metrics are small pure numpy functions on (N,) scores and 0/1 targets: `average_precision`
 (non-interpolated, ties as one step, as scikit-learn), `roc_auc` (Mann-Whitney with average ranks), and
 precision/recall/F1 at a threshold. Temporal mAP runs the validation videos through the runtime's own
-event decision (`vce_stream.temporal.postprocess.video_events`: the streaming filter, or the decoding
+event decision (`vce_stream.postprocess.video.video_events`: the streaming filter, or the decoding
 when configured), its JSON writer and the scorer's evaluator, against ground truth built from every
-frame of the label CSVs. The presence rule is the runtime's gating (`vce_stream.decoding.gating`), so
+frame of the label CSVs. The presence rule is the runtime's gating (`vce_stream.postprocess.gating`), so
 what is tuned here is exactly what `vce-stream run` applies from the bundle.
 """
 
@@ -17,14 +17,14 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy.stats import rankdata
 
-from vce_stream.config import PostprocessConfig
-from vce_stream.decoding.config import DecodingConfig
-from vce_stream.decoding.decode import decide_runs
-from vce_stream.decoding.runs import densify, length_weighted
+from vce_stream.postprocess.config import PostprocessConfig
+from vce_stream.postprocess.config import DecodingConfig
+from vce_stream.postprocess.decode import decide_runs
+from vce_stream.postprocess.runs import densify, length_weighted
 from vce_stream.events.jsonio import parse_submission, submission_dict
 from vce_stream.metrics.temporal_map import MapResult, evaluate
 from vce_stream.scores import VideoScores
-from vce_stream.temporal.postprocess import video_events
+from vce_stream.postprocess.video import video_events
 
 from train.config import ThresholdSearchConfig
 from train.data import VideoFrames, ground_truth_events
@@ -182,7 +182,7 @@ def temporal_map(
 
 
 def gated_config(post: PostprocessConfig, gates: float | tuple[float, ...] = 0.0) -> PostprocessConfig:
-    """`post` with the runtime's presence gates on (vce_stream.decoding.gating).
+    """`post` with the runtime's presence gates on (vce_stream.postprocess.gating).
 
     If `post` already decodes, only its gating changes. Otherwise decoding is switched on with gating
     alone (no anatomy or landmark stages), which the runtime requires to be written per label.

@@ -16,14 +16,14 @@ from vce_stream.errors import EXIT_FAILED, VceError
 
 # name -> "module:attribute" of a click command.
 _COMMANDS: dict[str, str] = {
-    "calibrate": "vce_stream.decoding.cli:calibrate_command",
+    "calibrate": "vce_stream.postprocess.calibrate_cli:calibrate_command",
     "batch": "vce_stream.batch.cli:batch",
     "build-engine": "engines.cli:build_engine_command",
     "engines": "engines.cli:engines_group",
     "demo-bundle": "vce_stream.model.cli:demo_bundle",
     "evaluate": "vce_stream.metrics.cli:evaluate",
     "info": "vce_stream.model.cli:info",
-    "postprocess": "vce_stream.temporal.cli:postprocess",
+    "postprocess": "vce_stream.postprocess.cli:postprocess",
     "run": "vce_stream.pipeline.cli:run",
     "simulate": "vce_stream.simulate:simulate_command",
     "synth": "vce_stream.synthetic:synth_command",

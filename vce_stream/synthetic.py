@@ -26,11 +26,11 @@ import click
 import numpy as np
 
 from vce_stream.atomic import atomic_open, atomic_write_text
-from vce_stream.config import ConfigError
+from vce_stream.errors import ConfigError
 from vce_stream.events.event import Event
 from vce_stream.events.jsonio import dump_submission, submission_dict
 from vce_stream.labels import ANATOMY_ORDER, LABEL_INDEX, LABELS, LANDMARKS, PATHOLOGIES
-from vce_stream.temporal.filters import run_bounds
+from vce_stream.postprocess.filters import run_bounds
 
 if TYPE_CHECKING:
     import torch

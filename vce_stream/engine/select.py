@@ -2,8 +2,10 @@
 
 An engine directory is used only if its manifest fits this run (bundle, device, library versions,
 batch size); otherwise one line names the mismatch and the `build-engine` command that fixes it.
-Nothing is ever built here: `--backend auto` takes the best engine already in the cache (a TensorRT
-engine on CUDA, then ONNX Runtime on the CPU) and otherwise the bundle's own PyTorch model.
+Nothing is ever built here: `--backend auto` takes the best engine already in the cache, trying the
+backends of the table (`vce_stream.engine.backends`) in their declared order (a TensorRT engine on
+CUDA; an ONNX Runtime engine only for a run on the CPU), and otherwise the bundle's own PyTorch model on
+the run's device.
 
 How `run` calls it:
 
@@ -15,7 +17,6 @@ and may call `choose_engine` with the same arguments first to print which engine
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +24,10 @@ from typing import Any
 
 import torch
 
-from engines import BACKENDS
-from engines.cache import default_cache_root, find_cached
-from engines.device import device_facts, library_versions
-from engines.manifest import (
+from vce_stream.engine.cache import default_cache_root, find_cached
+from vce_stream.engine.backends import backend_names, get_backend, library_versions
+from vce_stream.engine.device import device_facts
+from vce_stream.engine.manifest import (
     EngineExpectation,
     EngineMismatchError,
     Manifest,
@@ -34,21 +35,14 @@ from engines.manifest import (
     check_engine,
     read_manifest,
 )
-from engines.profile import BatchProfile
+from vce_stream.engine.profile import BatchProfile
 from vce_stream.engine.base import FrameScorer
 from vce_stream.errors import ConfigError, VceError
 
 log = logging.getLogger(__name__)
 
-# `--backend` of `run` and `batch`: every buildable backend, or the best one available.
-BACKEND_CHOICES = ("auto", *BACKENDS)
-
-# `--backend auto`: the first cached engine that fits, in this order (fastest first).
-AUTO_ORDER: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("tensorrt", ("fp16", "bf16", "fp32")),
-    ("onnxruntime", ("int8", "fp32")),
-)
-AUTO_PRECISIONS: dict[str, tuple[str, ...]] = dict(AUTO_ORDER)
+# `--backend` of `run` and `batch`: every backend of the table, or the best one available.
+BACKEND_CHOICES = ("auto", *backend_names())
 
 # The profile suggested in "build one with: ..." when no engine exists yet.
 DEFAULT_PROFILE = BatchProfile()  # the `build-engine --batch` default
@@ -81,27 +75,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def backend_device(backend: str, device: torch.device) -> torch.device:
-    """The device a backend runs on: ONNX Runtime engines run on the CPU, TensorRT on CUDA. A backend
-    whose library is missing is a VceError naming the extra to install."""
-    if backend == "onnxruntime":
-        if importlib.util.find_spec("onnxruntime") is None:
-            raise VceError("onnxruntime engines need onnxruntime (pip install 'vce-stream[onnx]'), which is not installed")
-        return torch.device("cpu")
-    if backend == "tensorrt":
-        if device.type != "cuda":
-            raise VceError("tensorrt engines need a CUDA device and torch_tensorrt; this machine has no CUDA device")
-        return device
-    return device
-
-
-def backend_available(backend: str, device: torch.device) -> bool:
-    if backend == "tensorrt":
-        from vce_stream.engine.tensorrt_engine import tensorrt_available
-
-        return device.type == "cuda" and tensorrt_available()
-    if backend == "onnxruntime":
-        return importlib.util.find_spec("onnxruntime") is not None
-    return True
+    """The device an engine of `backend` runs on for a run on `device` (the table's device rule)."""
+    return get_backend(backend).run_device(device)
 
 
 def expectation_for(bundle: Any, backend: str, device: torch.device, batch_size: int | None = None) -> EngineExpectation:
@@ -119,19 +94,7 @@ def open_engine(
     engine_dir: str | Path, manifest: Manifest, bundle: Any, device: torch.device, threads: int | None = None
 ) -> FrameScorer:
     """The scorer of an engine directory, without checks (`choose_engine` checks first)."""
-    engine_dir = Path(engine_dir)
-    labels = tuple(bundle.labels)
-    if manifest.backend == "onnxruntime":
-        from vce_stream.engine.onnx_engine import OnnxRuntimeOptions, OnnxScorer
-
-        return OnnxScorer(engine_dir / str(manifest.artifact), labels, manifest.profile, OnnxRuntimeOptions(threads=threads))
-    if manifest.backend == "tensorrt":
-        from vce_stream.engine.tensorrt_engine import TensorRTScorer
-
-        return TensorRTScorer(engine_dir / str(manifest.artifact), labels, manifest.profile, backend_device("tensorrt", device))
-    if manifest.backend == "torch":
-        return bundle.build_scorer(device)
-    raise VceError(f"{engine_dir}: unknown engine backend {manifest.backend!r} in its manifest")
+    return get_backend(manifest.backend).open(Path(engine_dir), manifest, bundle, device, threads)
 
 
 def choose_engine(
@@ -166,9 +129,10 @@ def choose_engine(
     root = Path(cache_root) if cache_root is not None else default_cache_root()
     if backend == "torch":
         return EngineChoice("torch", device, None, None, f"PyTorch eager on {device}")
-    if backend in ("tensorrt", "onnxruntime"):
+    if backend != "auto":
         run_device = backend_device(backend, device)
-        found = _cached(root, bundle, backend, run_device, batch_size, AUTO_PRECISIONS[backend])
+        entry = get_backend(backend)
+        found = _cached(root, bundle, backend, run_device, batch_size, entry.auto_precisions or entry.precisions)
         if found is None:
             profile = _profile_for(batch_size)
             raise VceError(
@@ -178,11 +142,12 @@ def choose_engine(
         path, manifest = found
         return EngineChoice(backend, run_device, path, manifest, f"cached engine {path.name} ({_describe(manifest)})")
 
-    for candidate, precisions in AUTO_ORDER:
-        if not backend_available(candidate, device):
+    for candidate in backend_names():
+        entry = get_backend(candidate)
+        if not entry.auto_precisions or not entry.available(device):
             continue
         run_device = backend_device(candidate, device)
-        found = _cached(root, bundle, candidate, run_device, batch_size, precisions)
+        found = _cached(root, bundle, candidate, run_device, batch_size, entry.auto_precisions)
         if found is not None:
             path, manifest = found
             return EngineChoice(candidate, run_device, path, manifest, f"auto: cached engine {path.name} ({_describe(manifest)})")
@@ -214,7 +179,7 @@ def make_scorer(
 def open_choice(choice: EngineChoice, bundle: Any, threads: int | None = None) -> FrameScorer:
     """The scorer for what `choose_engine` decided: PyTorch eager, or the chosen engine directory."""
     if choice.engine_dir is None:
-        return bundle.build_scorer(choice.device)
+        return get_backend(choice.backend).open(None, None, bundle, choice.device, threads)
     assert choice.manifest is not None
     return open_engine(choice.engine_dir, choice.manifest, bundle, choice.device, threads)
 
@@ -231,7 +196,7 @@ def _cached(
 
 
 def _default_precision(backend: str) -> str:
-    return "fp16" if backend == "tensorrt" else "fp32"
+    return get_backend(backend).default_precision
 
 
 def _profile_for(batch_size: int | None) -> BatchProfile:

@@ -31,7 +31,9 @@ from torch import nn
 
 from vce_stream import __version__
 from vce_stream.atomic import atomic_write_text
-from vce_stream.config import PostprocessConfig, PreprocessConfig, from_dict, load_yaml, to_dict
+from vce_stream.config import from_dict, load_yaml, to_dict
+from vce_stream.postprocess.config import PostprocessConfig
+from vce_stream.sources.preprocess import PreprocessConfig
 from vce_stream.errors import ConfigError, InputError
 from vce_stream.labels import LABELS, validate_labels
 from vce_stream.model.classifier import DiffClipClassifier, FrameProbabilityModel, build_classifier
@@ -39,7 +41,7 @@ from vce_stream.model.config import ArchConfig, arch_preset
 from vce_stream.model.heads import label_prompts
 
 if TYPE_CHECKING:
-    from vce_stream.engine.torch_engine import TorchScorer
+    from vce_stream.engine.backends.pytorch import TorchScorer
 
 BUNDLE_FORMAT = "vce-stream-bundle"
 FORMAT_VERSION = 1
@@ -136,12 +138,6 @@ class ModelBundle:
     def build_frame_model(self, device: str | torch.device = "cpu") -> FrameProbabilityModel:
         """uint8 frames -> probabilities (normalisation inside), in eval mode: what engines export."""
         return FrameProbabilityModel(self.build_model(device), self.preprocess).to(device).eval()
-
-    def build_scorer(self, device: str | torch.device = "cpu") -> TorchScorer:
-        """A torch `FrameScorer` for this bundle on `device`."""
-        from vce_stream.engine.torch_engine import TorchScorer
-
-        return TorchScorer(self.build_frame_model(device), self.labels, device=device)
 
     def describe(self) -> str:
         """Human-readable summary (what `vce-stream info` prints)."""

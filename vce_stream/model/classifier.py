@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vce_stream.config import PreprocessConfig
+from vce_stream.sources.preprocess import PreprocessConfig
 from vce_stream.errors import ConfigError
 from vce_stream.model.backbone import (
     VisionTower,

@@ -12,7 +12,8 @@ import sys
 
 import click
 
-from vce_stream.config import PostprocessConfig, from_dict, load_yaml, merge_nested, to_dict, with_command_line
+from vce_stream.config import from_dict, load_yaml, merge_nested, to_dict
+from vce_stream.postprocess.config import PostprocessConfig, with_command_line
 from vce_stream.engine.select import BACKEND_CHOICES, choose_engine, open_choice, resolve_device
 from vce_stream.errors import EXIT_INCOMPLETE, ConfigError, VceError
 from vce_stream.pipeline.run import PipelineConfig, RunOptions, check_output_path, stream_exam

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from vce_stream.config import PreprocessConfig
+from vce_stream.sources.preprocess import PreprocessConfig
 from vce_stream.pipeline.batches import Batch, BatchPool
 from vce_stream.sources.base import FrameSource
 from vce_stream.sources.preprocess import prepare_frame

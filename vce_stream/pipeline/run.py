@@ -20,21 +20,21 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from vce_stream.config import PostprocessConfig, PreprocessConfig
-from vce_stream.decoding.live import LiveDecoder
+from vce_stream.postprocess.config import PostprocessConfig
+from vce_stream.sources.preprocess import PreprocessConfig
+from vce_stream.postprocess.live import LiveDecoder
 from vce_stream.engine.base import FrameScorer
-from vce_stream.engine.select import make_scorer  # noqa: F401  re-exported: the pipeline's engine factory
 from vce_stream.errors import EXIT_INCOMPLETE, EXIT_OK, ConfigError, InputError, VceError
 from vce_stream.events.event import Event
 from vce_stream.events.jsonio import write_submission
-from vce_stream.events.sinks import JsonLinesSink
+from vce_stream.sinks.json_lines import JsonLinesSink
 from vce_stream.pipeline.batches import BatchPool
 from vce_stream.pipeline.progress import ProgressBar
 from vce_stream.pipeline.reader import BatchReader
 from vce_stream.scores import save_scores
 from vce_stream.sources import FrameSource, SourceConfig, SourceStats, open_source
-from vce_stream.temporal.postprocess import video_events
-from vce_stream.temporal.streaming import MedianGapState
+from vce_stream.postprocess.video import video_events
+from vce_stream.postprocess.streaming import MedianGapState
 
 @dataclass(frozen=True)
 class PipelineConfig:

@@ -15,15 +15,32 @@ from __future__ import annotations
 
 import os
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import av
 import numpy as np
 from av.video.reformatter import Interpolation, VideoReformatter
 
-from vce_stream.config import PreprocessConfig
 from vce_stream.errors import ConfigError, InputError
 from vce_stream.sources.base import ffmpeg_reason
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How a decoded frame becomes model input (SPEC §7): short side to `size` with `interpolation`,
+    centre crop `size` x `size`, uint8 RGB; then (x / 255 - mean) / std inside the model or engine."""
+
+    size: int = 224
+    interpolation: str = "bicubic"
+    mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
+    std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+
+    def __post_init__(self) -> None:
+        if self.size < 8:
+            raise ConfigError(f"preprocess.size must be >= 8, got {self.size}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ConfigError("preprocess.mean and preprocess.std need three values each, std > 0")
+
 
 # PreprocessConfig.interpolation -> swscale algorithm. "bicubic" is what the ffmpeg CLI's scale filter uses.
 INTERPOLATIONS: dict[str, Interpolation] = {

@@ -21,21 +21,21 @@ from typing import Any
 
 import numpy as np
 
-from vce_stream.config import PostprocessConfig
-from vce_stream.decoding.anatomy import section_runs
-from vce_stream.decoding.config import AnatomyConfig, DecodingConfig, GatingConfig, LandmarksConfig, RankingConfig
-from vce_stream.decoding.decode import anatomy_columns, anatomy_path, landmark_runs
-from vce_stream.decoding.fastmap import TruthSegments, fast_evaluate, ranked_average_precisions, truth_by_label
-from vce_stream.decoding.gating import gate_runs
-from vce_stream.decoding.landmarks import LANDMARK_SECTIONS
-from vce_stream.decoding.ranking import change_points, cut_runs
-from vce_stream.decoding.runs import DenseVideo, Runs, densify, filter_runs, length_weighted
+from vce_stream.postprocess.config import PostprocessConfig
+from vce_stream.postprocess.anatomy import section_runs
+from vce_stream.postprocess.config import AnatomyConfig, DecodingConfig, GatingConfig, LandmarksConfig, RankingConfig
+from vce_stream.postprocess.decode import anatomy_columns, anatomy_path, landmark_runs
+from vce_stream.postprocess.fastmap import TruthSegments, fast_evaluate, ranked_average_precisions, truth_by_label
+from vce_stream.postprocess.gating import gate_runs
+from vce_stream.postprocess.landmarks import LANDMARK_SECTIONS
+from vce_stream.postprocess.ranking import change_points, cut_runs
+from vce_stream.postprocess.runs import DenseVideo, Runs, densify, filter_runs, length_weighted
 from vce_stream.errors import ConfigError, InputError
 from vce_stream.events.event import Event
 from vce_stream.events.jsonio import label_events_from_json, label_matrix, parse_submission, submission_dict
 from vce_stream.metrics.temporal_map import MapResult
 from vce_stream.scores import VideoScores
-from vce_stream.temporal.postprocess import video_events
+from vce_stream.postprocess.video import video_events
 
 METRICS = ("map50", "map95", "mean")
 FEATURES = ("gating", "anatomy", "landmarks")

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from vce_stream.decoding.runs import Runs
+from vce_stream.postprocess.runs import Runs
 
 
 def change_points(all_runs: Sequence[Runs]) -> np.ndarray:

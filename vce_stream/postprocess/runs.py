@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vce_stream.config import TemporalConfig
-from vce_stream.temporal.filters import fill_missing_frames, median_filter_binary, run_bounds
+from vce_stream.postprocess.config import TemporalConfig
+from vce_stream.postprocess.filters import fill_missing_frames, median_filter_binary, run_bounds
 
 Runs = tuple[np.ndarray, np.ndarray]  # starts, inclusive ends (rows), int64, time order
 

@@ -21,7 +21,7 @@ from collections import deque
 
 import numpy as np
 
-from vce_stream.decoding.runs import Runs
+from vce_stream.postprocess.runs import Runs
 
 
 def section_emissions(probs: np.ndarray, eps: float) -> np.ndarray:

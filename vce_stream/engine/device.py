@@ -127,17 +127,3 @@ def tensorrt_version() -> str | None:
         return str(tensorrt.__version__)
     except ImportError:
         return package_version("tensorrt")
-
-
-def library_versions(backend: str) -> dict[str, str]:
-    """Versions of the libraries an engine of `backend` depends on (None values are left out)."""
-    versions: dict[str, str | None] = {"torch": torch.__version__}
-    if backend == "onnxruntime":
-        versions["onnxruntime"] = package_version("onnxruntime")
-        versions["onnx"] = package_version("onnx")
-    elif backend == "tensorrt":
-        versions["torch_tensorrt"] = package_version("torch_tensorrt") or package_version("torch-tensorrt")
-        versions["tensorrt"] = tensorrt_version()
-        versions["cuda"] = torch.version.cuda
-        versions["driver"] = cuda_driver_version()
-    return {k: v for k, v in versions.items() if v is not None}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vce_stream.decoding.runs import Runs, empty_runs
+from vce_stream.postprocess.runs import Runs, empty_runs
 
 
 def gate_runs(runs: Runs, evidence: np.ndarray, gate: float) -> Runs:

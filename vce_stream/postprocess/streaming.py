@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from vce_stream.config import TemporalConfig
+from vce_stream.postprocess.config import TemporalConfig
 from vce_stream.errors import FrameOrderError
 from vce_stream.events.event import Event
 

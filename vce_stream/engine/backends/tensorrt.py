@@ -1,4 +1,4 @@
-"""The TensorRT engine: a torch-tensorrt ExportedProgram (built by `vce-stream build-engine --backend
+"""The tensorrt backend: a torch-tensorrt ExportedProgram (built by `vce-stream build-engine --backend
 tensorrt`) reloaded without the build step and run on a CUDA device.
 
 uint8 frames cross to the GPU (a quarter of the bytes of float; `non_blocking` from pinned memory)
@@ -9,11 +9,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from typing import Any
+
 import numpy as np
 import torch
 
-from engines.profile import BatchProfile, run_in_profile
+from vce_stream.engine.backends import Backend, register_backend
 from vce_stream.engine.base import check_frames
+from vce_stream.engine.device import cuda_driver_version, package_version, tensorrt_version
+from vce_stream.engine.profile import BatchProfile, run_in_profile
+from vce_stream.errors import VceError
 
 
 def tensorrt_available() -> bool:
@@ -53,3 +58,38 @@ class TensorRTScorer:
         if frames.shape[0] == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         return run_in_profile(frames, self.profile, self._run)
+
+
+def _run_device(device: torch.device) -> torch.device:
+    if device.type != "cuda":
+        raise VceError("tensorrt engines need a CUDA device and torch_tensorrt; this machine has no CUDA device")
+    return device
+
+
+def _versions() -> dict[str, str]:
+    found = {
+        "torch_tensorrt": package_version("torch_tensorrt") or package_version("torch-tensorrt"),
+        "tensorrt": tensorrt_version(),
+        "cuda": torch.version.cuda,
+        "driver": cuda_driver_version(),
+    }
+    return {name: version for name, version in found.items() if version is not None}
+
+
+def _open(engine_dir: Path | None, manifest: Any, bundle: Any, device: torch.device, threads: int | None) -> TensorRTScorer:
+    assert engine_dir is not None and manifest is not None
+    return TensorRTScorer(engine_dir / str(manifest.artifact), tuple(bundle.labels), manifest.profile, _run_device(device))
+
+
+BACKEND = register_backend(
+    Backend(
+        name="tensorrt",
+        precisions=("fp16", "bf16", "fp32"),
+        auto_precisions=("fp16", "bf16", "fp32"),
+        auto_rank=10,
+        run_device=_run_device,
+        available=lambda device: device.type == "cuda" and tensorrt_available(),
+        versions=_versions,
+        open=_open,
+    )
+)

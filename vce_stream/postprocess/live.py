@@ -20,14 +20,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vce_stream.config import PostprocessConfig
-from vce_stream.decoding.anatomy import OnlineMonotoneViterbi, section_emissions
-from vce_stream.decoding.config import per_label
-from vce_stream.decoding.decode import anatomy_columns
-from vce_stream.decoding.gating import PresenceGate
-from vce_stream.decoding.landmarks import LANDMARK_SECTIONS
+from vce_stream.postprocess.config import PostprocessConfig
+from vce_stream.postprocess.anatomy import OnlineMonotoneViterbi, section_emissions
+from vce_stream.postprocess.config import per_label
+from vce_stream.postprocess.decode import anatomy_columns
+from vce_stream.postprocess.gating import PresenceGate
+from vce_stream.postprocess.landmarks import LANDMARK_SECTIONS
 from vce_stream.events.event import Event
-from vce_stream.temporal.streaming import MedianGapState
+from vce_stream.postprocess.streaming import MedianGapState
 
 
 @dataclass(frozen=True)

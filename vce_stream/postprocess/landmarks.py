@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vce_stream.decoding.runs import Runs, empty_runs
+from vce_stream.postprocess.runs import Runs, empty_runs
 
 LANDMARK_SECTIONS: dict[str, str] = {"z-line": "stomach", "pylorus": "small intestine", "ileocecal valve": "colon"}
 

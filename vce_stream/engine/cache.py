@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engines.device import DeviceFacts
-from engines.manifest import (
+from vce_stream.engine.device import DeviceFacts
+from vce_stream.engine.manifest import (
     MANIFEST_NAME,
     REQUIRED_VERSIONS,
     EngineExpectation,
@@ -25,7 +25,7 @@ from engines.manifest import (
     find_mismatches,
     read_manifest,
 )
-from engines.profile import BatchProfile
+from vce_stream.engine.profile import BatchProfile
 from vce_stream.config import to_dict
 from vce_stream.errors import VceError
 

@@ -1,4 +1,4 @@
-"""The ONNX Runtime engine: an exported frame model (fp32 or int8) run on the CPU.
+"""The onnxruntime backend: an exported frame model (fp32 or int8) run on the CPU.
 
 Built by `vce-stream build-engine --backend onnxruntime` (engines/onnx_builder.py). The graph takes
 uint8 frames and returns probabilities, so this class only fits batches into the engine's profile and
@@ -10,11 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import importlib.util
+from typing import Any
+
 import numpy as np
 import torch
 
-from engines.profile import BatchProfile, run_in_profile
+from vce_stream.engine.backends import Backend, register_backend
 from vce_stream.engine.base import check_frames
+from vce_stream.engine.device import package_version
+from vce_stream.engine.profile import BatchProfile, run_in_profile
+from vce_stream.errors import VceError
 
 
 @dataclass(frozen=True)
@@ -55,3 +61,39 @@ class OnnxScorer:
         if frames.shape[0] == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         return run_in_profile(frames.cpu(), self.profile, self._run).astype(np.float32, copy=False)
+
+
+def _installed() -> bool:
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def _run_device(device: torch.device) -> torch.device:
+    """ONNX Runtime engines are CPU engines, whatever device the run asked for."""
+    if not _installed():
+        raise VceError("onnxruntime engines need onnxruntime (pip install 'vce-stream[onnx]'), which is not installed")
+    return torch.device("cpu")
+
+
+def _versions() -> dict[str, str]:
+    found = {"onnxruntime": package_version("onnxruntime"), "onnx": package_version("onnx")}
+    return {name: version for name, version in found.items() if version is not None}
+
+
+def _open(engine_dir: Path | None, manifest: Any, bundle: Any, device: torch.device, threads: int | None) -> OnnxScorer:
+    assert engine_dir is not None and manifest is not None
+    return OnnxScorer(engine_dir / str(manifest.artifact), tuple(bundle.labels), manifest.profile, OnnxRuntimeOptions(threads=threads))
+
+
+BACKEND = register_backend(
+    Backend(
+        name="onnxruntime",
+        precisions=("fp32", "int8"),
+        auto_precisions=("int8", "fp32"),
+        auto_rank=20,
+        run_device=_run_device,
+        # A CPU engine is never `auto`'s choice for a run on a GPU: torch on the GPU is faster.
+        available=lambda device: device.type == "cpu" and _installed(),
+        versions=_versions,
+        open=_open,
+    )
+)

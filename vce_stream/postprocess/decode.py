@@ -17,13 +17,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vce_stream.config import PostprocessConfig
-from vce_stream.decoding.anatomy import monotone_viterbi, section_emissions, section_runs
-from vce_stream.decoding.config import DecodingConfig, per_label
-from vce_stream.decoding.gating import gate_runs
-from vce_stream.decoding.landmarks import LANDMARK_SECTIONS, boundary_row, select_landmark_runs
-from vce_stream.decoding.ranking import change_points, cut_runs
-from vce_stream.decoding.runs import DenseVideo, Runs, densify, filter_runs, length_weighted
+from vce_stream.postprocess.config import PostprocessConfig
+from vce_stream.postprocess.anatomy import monotone_viterbi, section_emissions, section_runs
+from vce_stream.postprocess.config import DecodingConfig, per_label
+from vce_stream.postprocess.gating import gate_runs
+from vce_stream.postprocess.landmarks import LANDMARK_SECTIONS, boundary_row, select_landmark_runs
+from vce_stream.postprocess.ranking import change_points, cut_runs
+from vce_stream.postprocess.runs import DenseVideo, Runs, densify, filter_runs, length_weighted
 from vce_stream.events.event import Event
 from vce_stream.labels import ANATOMY_ORDER
 

@@ -6,13 +6,14 @@ import click
 import yaml
 
 from vce_stream.atomic import atomic_write_text
-from vce_stream.config import PostprocessConfig, to_dict
-from vce_stream.decoding.calibrate import FEATURES, METRICS, CalibrationReport, SearchConfig, calibrate
+from vce_stream.config import to_dict
+from vce_stream.postprocess.config import PostprocessConfig
+from vce_stream.postprocess.calibrate import FEATURES, METRICS, CalibrationReport, SearchConfig, calibrate
 from vce_stream.errors import ConfigError, InputError
 from vce_stream.events.jsonio import read_submission
 from vce_stream.labels import validate_labels
 from vce_stream.scores import load_scores
-from vce_stream.temporal.cli import load_postprocess_config
+from vce_stream.postprocess.cli import load_postprocess_config
 
 
 def calibration_yaml(report: CalibrationReport, scores: str, gt: str) -> str:

@@ -1,11 +1,19 @@
-"""The torch engine: a bundle's FrameProbabilityModel run eagerly on the CPU or a CUDA device."""
+"""The torch backend (module named pytorch so it does not shadow the torch package): a bundle's FrameProbabilityModel run eagerly on the CPU or a CUDA device.
+
+It needs no engine file (an engine directory of it holds only a manifest) and is what `--backend auto`
+falls back to when no compiled engine fits.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from vce_stream.engine.backends import Backend, register_backend
 from vce_stream.engine.base import check_frames
 
 
@@ -31,3 +39,27 @@ class TorchScorer:
         with torch.inference_mode():
             probs = self.model(frames)
         return probs.float().cpu().numpy()
+
+
+def torch_scorer(bundle: Any, device: str | torch.device = "cpu") -> TorchScorer:
+    """The bundle's own PyTorch model as a scorer on `device`."""
+    device = torch.device(device)
+    return TorchScorer(bundle.build_frame_model(device), tuple(bundle.labels), device)
+
+
+def _open(engine_dir: Path | None, manifest: Any, bundle: Any, device: torch.device, threads: int | None) -> TorchScorer:
+    return torch_scorer(bundle, device)
+
+
+BACKEND = register_backend(
+    Backend(
+        name="torch",
+        precisions=("fp32",),
+        auto_precisions=(),
+        auto_rank=100,
+        run_device=lambda device: device,
+        available=lambda device: True,
+        versions=dict,
+        open=_open,
+    )
+)

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import click
 
-from vce_stream.config import PostprocessConfig, from_dict, load_yaml, with_command_line
+from vce_stream.config import from_dict, load_yaml
+from vce_stream.postprocess.config import PostprocessConfig, with_command_line
 from vce_stream.errors import ConfigError
 from vce_stream.events.jsonio import write_submission
 from vce_stream.scores import load_scores
-from vce_stream.temporal.postprocess import video_events
+from vce_stream.postprocess.video import video_events
 
 
 def load_postprocess_config(path: str | Path) -> PostprocessConfig:

@@ -6,10 +6,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from vce_stream.config import PostprocessConfig
-from vce_stream.decoding.decode import decode_events
+from vce_stream.postprocess.config import PostprocessConfig
+from vce_stream.postprocess.decode import decode_events
 from vce_stream.events.event import Event
-from vce_stream.temporal.streaming import MedianGapState
+from vce_stream.postprocess.streaming import MedianGapState
 
 REPLAY_BATCH = 256  # frames per push when replaying saved scores; any size gives the same events
 
@@ -33,7 +33,7 @@ def video_events(
 
     This is the one function `postprocess`, `calibrate` and `run` (for its final file) call, so every
     path decides events the same way. With `config.decoding` enabled it is the metric-aware decoding
-    (vce_stream.decoding.decode), otherwise the paper's post-processing through the streaming engine.
+    (vce_stream.postprocess.decode), otherwise the paper's post-processing through the streaming engine.
     """
     if config.decoding.enabled:
         return decode_events(frame_indices, probs, labels, config)

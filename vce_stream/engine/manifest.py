@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engines.device import DeviceFacts
-from engines.profile import BatchProfile
+from vce_stream.engine.device import DeviceFacts
+from vce_stream.engine.profile import BatchProfile
 from vce_stream.atomic import atomic_write_text
 from vce_stream.config import from_dict, to_dict
 from vce_stream.errors import ConfigError, InputError, VceError
