@@ -1,6 +1,17 @@
 import pytest
 
-from vce_stream.labels import ANATOMY_ORDER, LABEL_KINDS, LABELS, LANDMARKS, NUM_LABELS, PATHOLOGIES, validate_labels
+from vce_stream.labels import (
+    ANATOMY_ORDER,
+    LABEL_KINDS,
+    LABELS,
+    LANDMARKS,
+    NUM_LABELS,
+    PATHOLOGIES,
+    RARE_VISION,
+    LabelKind,
+    LabelSet,
+    validate_labels,
+)
 
 
 def test_seventeen_labels_in_spec_order_and_spelling():
@@ -23,3 +34,15 @@ def test_validate_labels_rejects_misspellings_and_repeats():
         validate_labels(["lymphangiectasia"])
     with pytest.raises(ValueError, match="repeats"):
         validate_labels(["polyp", "polyp"])
+
+
+def test_a_label_set_from_names_keeps_known_kinds_and_calls_the_rest_pathology_like():
+    assert LabelSet.from_names(LABELS) == RARE_VISION
+    subset = LabelSet.from_names(["stomach", "z-line", "polyp", "bubbles"])
+    assert subset.kinds == (LabelKind.ANATOMY, LabelKind.LANDMARK, LabelKind.PATHOLOGY, LabelKind.PATHOLOGY)
+    assert subset.anatomy_order == ("stomach",) and dict(subset.landmark_sections) == {"z-line": "stomach"}
+    with pytest.raises(ValueError, match="repeats"):
+        LabelSet.from_names(["polyp", "polyp"])
+    with pytest.raises(ValueError, match="bubbles"):
+        validate_labels(subset.names)
+    assert validate_labels(subset.names, subset) == subset.names

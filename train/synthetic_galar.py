@@ -20,12 +20,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from vce_stream.labels import ANATOMY_ORDER, LABEL_INDEX, LABELS, LANDMARKS, PATHOLOGIES
+from vce_stream.labels import ANATOMY_ORDER, LABEL_INDEX, LABELS, LANDMARKS, PATHOLOGIES, RARE_VISION
 
 # Galar label columns that are not among the 17 (read and ignored by the reader).
 EXTRA_GALAR_COLUMNS = ("ampulla of vater", "foreign body")
-# Landmark -> the section transition (from, to) it marks.
-TRANSITIONS = {"z-line": ("esophagus", "stomach"), "pylorus": ("stomach", "small intestine"), "ileocecal valve": ("small intestine", "colon")}
 
 ANATOMY_COLOURS = np.array([[230, 150, 150], [150, 150, 230], [150, 230, 150], [230, 230, 120], [140, 100, 70]], dtype=np.float64)
 # One saturated colour per landmark/pathology, far from each other and from the backgrounds.
@@ -57,8 +55,8 @@ def video_targets(frames: int, rng: np.random.Generator, pathology_events: int) 
     bounds = np.r_[0, cuts, frames]
     for k, name in enumerate(ANATOMY_ORDER):
         targets[bounds[k] : bounds[k + 1], LABEL_INDEX[name]] = 1
-    for landmark, (before, _) in TRANSITIONS.items():
-        edge = bounds[ANATOMY_ORDER.index(before) + 1]
+    for landmark, entered in RARE_VISION.landmark_sections.items():
+        edge = bounds[ANATOMY_ORDER.index(entered)]  # first frame of the section the landmark leads into
         targets[max(0, edge - 2) : edge + 2, LABEL_INDEX[landmark]] = 1
     for _ in range(pathology_events):
         label = PATHOLOGIES[int(rng.integers(len(PATHOLOGIES)))]

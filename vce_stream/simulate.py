@@ -36,7 +36,7 @@ from scipy.special import expit, ndtri
 from vce_stream.config import from_dict, load_yaml
 from vce_stream.errors import ConfigError
 from vce_stream.events.jsonio import frame_range_of, label_events_from_json, label_matrix, read_submission
-from vce_stream.labels import LABEL_KINDS, LABELS, LabelKind
+from vce_stream.labels import RARE_VISION, LabelKind, LabelSet
 from vce_stream.scores import VideoScores, save_scores
 
 
@@ -62,16 +62,17 @@ class SimulatorConfig:
                           ("auc_pathology", self.auc_pathology), *self.auc_overrides.items()]:
             if not 0.5 <= float(auc) < 1.0:
                 raise ConfigError(f"simulator: {name} must lie in [0.5, 1), got {auc}")
-        unknown = sorted(set(self.auc_overrides) - set(LABELS))
+        unknown = sorted(set(self.auc_overrides) - set(RARE_VISION.names))
         if unknown:
             raise ConfigError(f"simulator: auc_overrides names unknown labels {unknown}")
         if self.correlation_frames < 0 or self.video_offset_sd < 0 or self.sharpness <= 0:
             raise ConfigError("simulator: correlation_frames and video_offset_sd must be >= 0, sharpness > 0")
 
-    def auc(self, label: str) -> float:
+    def auc(self, label: str, label_set: LabelSet = RARE_VISION) -> float:
+        """The frame AUC of `label`: its override, else that of its kind in `label_set`."""
         if label in self.auc_overrides:
             return float(self.auc_overrides[label])
-        kind = LABEL_KINDS[label]
+        kind = label_set.kind(label)
         return {LabelKind.ANATOMY: self.auc_anatomy, LabelKind.LANDMARK: self.auc_landmark}.get(kind, self.auc_pathology)
 
 
@@ -96,15 +97,16 @@ def video_seed(seed: int, video_id: str) -> np.random.Generator:
 
 
 def simulate_video(
-    video_id: str, events: Sequence[Mapping[str, Any]], config: SimulatorConfig, labels: Sequence[str] = LABELS
+    video_id: str, events: Sequence[Mapping[str, Any]], config: SimulatorConfig, label_set: LabelSet = RARE_VISION
 ) -> VideoScores:
-    """(frame indices, float32 probabilities) of one ground-truth video (parsed events)."""
+    """(frame indices, float32 probabilities) of one ground-truth video (parsed events), in `label_set` order."""
+    labels = label_set.names
     frame_range = frame_range_of(events)
     if frame_range is None:
         return np.zeros(0, np.int64), np.zeros((0, len(labels)), np.float32)
     truth = label_matrix(label_events_from_json(events), frame_range, labels).astype(np.float64)
     rng = video_seed(config.seed, video_id)
-    d = np.array([separation(config.auc(label)) for label in labels])
+    d = np.array([separation(config.auc(label, label_set)) for label in labels])
     noise = ar1_noise(rng, truth.shape[0], len(labels), config.correlation_frames)
     offset = rng.normal(0.0, config.video_offset_sd, len(labels)) if config.video_offset_sd > 0 else 0.0
     z = d * truth + noise + offset
@@ -113,10 +115,10 @@ def simulate_video(
 
 
 def simulate_scores(
-    gt: Mapping[str, Sequence[Mapping[str, Any]]], config: SimulatorConfig, labels: Sequence[str] = LABELS
+    gt: Mapping[str, Sequence[Mapping[str, Any]]], config: SimulatorConfig, label_set: LabelSet = RARE_VISION
 ) -> dict[str, VideoScores]:
     """Simulated scores of every video in a parsed ground truth (`read_submission`)."""
-    return {video_id: simulate_video(video_id, events, config, labels) for video_id, events in gt.items()}
+    return {video_id: simulate_video(video_id, events, config, label_set) for video_id, events in gt.items()}
 
 
 @click.command("simulate")
@@ -134,5 +136,5 @@ def simulate_command(gt: str, out: str, config_path: str | None, seed: int | Non
         data = {**data, "seed": seed}
     config = from_dict(SimulatorConfig, data, where=str(config_path or "simulator"))
     videos = simulate_scores(read_submission(gt), config)
-    save_scores(out, videos, LABELS)
+    save_scores(out, videos, RARE_VISION.names)
     click.echo(f"{out}: {sum(len(f) for f, _ in videos.values()):,} frames of {len(videos)} video(s) simulated", err=True)

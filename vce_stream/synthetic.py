@@ -29,7 +29,7 @@ from vce_stream.atomic import atomic_open, atomic_write_text
 from vce_stream.errors import ConfigError
 from vce_stream.events.event import Event
 from vce_stream.events.jsonio import dump_submission, submission_dict
-from vce_stream.labels import ANATOMY_ORDER, LABEL_INDEX, LABELS, LANDMARKS, PATHOLOGIES
+from vce_stream.labels import ANATOMY_ORDER, LABEL_INDEX, LABELS, LANDMARKS, PATHOLOGIES, RARE_VISION
 from vce_stream.postprocess.filters import run_bounds
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ SECTION_SHARES: dict[str, float] = {
     "small intestine": 0.40,
     "colon": 0.25,
 }
-BOUNDARY_LANDMARKS = ("z-line", "pylorus", "ileocecal valve")  # at the ends of esophagus, stomach, small intestine
+BOUNDARY_LANDMARKS = tuple(RARE_VISION.landmark_sections)  # at the entrances of stomach, small intestine, colon
 MIN_SECTION_FRAMES = 10  # longer than the median filter and minimum length can erase
 CENTRE_RADIUS = 0.42  # the central circle (share of the short side) where markers sit and the scorer looks
 VIDEO_CODECS = {".mp4": "libx264", ".mkv": "libx264", ".ts": "libx264", ".mov": "libx264", ".avi": "mjpeg", ".webm": "libvpx-vp9"}
@@ -160,7 +160,9 @@ def plan_exam(config: SyntheticConfig) -> ExamPlan:
         sections.append((name, s, e))
     markers: list[Marker] = []
     busy = np.zeros(n, dtype=bool)  # frames with a landmark or lesion (plus spacing)
-    for landmark, (_, _, boundary) in zip(BOUNDARY_LANDMARKS, sections[1:4]):
+    last_frame = {name: e for name, _, e in sections}
+    for landmark, entered in RARE_VISION.landmark_sections.items():
+        boundary = last_frame[ANATOMY_ORDER[ANATOMY_ORDER.index(entered) - 1]]  # the section before's last frame
         length = int(rng.integers(config.landmark_frames[0], config.landmark_frames[1] + 1))
         s = max(0, boundary - length // 2)
         e = min(n - 1, s + length - 1)

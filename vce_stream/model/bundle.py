@@ -35,7 +35,7 @@ from vce_stream.config import from_dict, load_yaml, to_dict
 from vce_stream.postprocess.config import PostprocessConfig
 from vce_stream.sources.preprocess import PreprocessConfig
 from vce_stream.errors import ConfigError, InputError
-from vce_stream.labels import LABELS, validate_labels
+from vce_stream.labels import LABELS, RARE_VISION, LabelSet
 from vce_stream.model.classifier import DiffClipClassifier, FrameProbabilityModel, build_classifier
 from vce_stream.model.config import ArchConfig, arch_preset
 from vce_stream.model.heads import label_prompts
@@ -97,6 +97,11 @@ class ModelBundle:
         return self.manifest.labels
 
     @property
+    def label_set(self) -> LabelSet:
+        """The bundle's labels with their kinds, anatomy order and landmark sections (`LabelSet.from_names`)."""
+        return LabelSet.from_names(self.manifest.labels)
+
+    @property
     def arch(self) -> ArchConfig:
         return self.manifest.arch
 
@@ -147,8 +152,12 @@ class ModelBundle:
 # --- loading --------------------------------------------------------------------------------------
 
 
-def load_bundle(path: str | os.PathLike[str]) -> ModelBundle:
-    """Read and validate the bundle at `path`; any problem is an InputError naming the file."""
+def load_bundle(path: str | os.PathLike[str], vocabulary: LabelSet | None = RARE_VISION) -> ModelBundle:
+    """Read and validate the bundle at `path`; any problem is an InputError naming the file.
+
+    vocabulary: the label set the bundle's names must come from. The default, RARE_VISION, is what
+    every command that writes RARE-VISION event JSON needs; None admits any (distinct) names.
+    """
     root = Path(path)
     if not root.is_dir():
         problem = "a model bundle is a directory, not a file" if root.exists() else "no such model bundle directory"
@@ -156,7 +165,7 @@ def load_bundle(path: str | os.PathLike[str]) -> ModelBundle:
     manifest_path = root / MANIFEST_NAME
     if not manifest_path.is_file():
         raise InputError(f"{manifest_path}: file not found (a model bundle needs it)")
-    manifest = _parse_manifest(manifest_path)
+    manifest = _parse_manifest(manifest_path, vocabulary)
     weights_path = _weights_path(root, manifest, manifest_path)
     digest = _sha256_file(weights_path)
     _check_sha256(weights_path, digest, manifest.weights.sha256)
@@ -164,7 +173,7 @@ def load_bundle(path: str | os.PathLike[str]) -> ModelBundle:
     return ModelBundle(root, manifest, _content_hash(manifest, digest))
 
 
-def _parse_manifest(path: Path) -> BundleManifest:
+def _parse_manifest(path: Path, vocabulary: LabelSet | None) -> BundleManifest:
     try:
         data = load_yaml(path)
     except ConfigError as exc:
@@ -187,7 +196,7 @@ def _parse_manifest(path: Path) -> BundleManifest:
     except ConfigError as exc:
         raise InputError(str(exc)) from None
     try:
-        validate_labels(manifest.labels)
+        _check_labels(manifest.labels, vocabulary)
     except ValueError as exc:
         raise InputError(f"{path}: {exc}") from None
     n = len(manifest.labels)
@@ -208,6 +217,11 @@ def _parse_manifest(path: Path) -> BundleManifest:
     except ConfigError as exc:
         raise InputError(f"{path}: postprocess: {exc}") from None
     return manifest
+
+
+def _check_labels(labels: Sequence[str], vocabulary: LabelSet | None) -> tuple[str, ...]:
+    """The names as a tuple if they are distinct (and in `vocabulary` when one is given); else ValueError."""
+    return vocabulary.check_names(labels) if vocabulary is not None else LabelSet.from_names(labels).names
 
 
 def _weights_path(root: Path, manifest: BundleManifest, manifest_path: Path) -> Path:
@@ -309,6 +323,7 @@ def save_bundle(
     *,
     source: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    vocabulary: LabelSet | None = RARE_VISION,
 ) -> Path:
     """Write `model` (a DiffClipClassifier for `arch`) as a bundle at `out_dir`, atomically.
 
@@ -316,11 +331,12 @@ def save_bundle(
     postprocess: defaults to PostprocessConfig(); preprocess: defaults to PreprocessConfig(size=arch.img_size).
     prompts: one per label; defaults to the paper's template (heads.PROMPT_TEMPLATE).
     text_embeddings: optional check: must equal the model's `heads.text_embeddings` (where they live).
+    vocabulary: the label set `labels` must come from (see `load_bundle`); None admits any names.
     An existing `out_dir` is replaced only if it is empty or a bundle; anything else is refused.
     Returns the bundle path.
     """
     out = Path(out_dir)
-    labels = validate_labels(list(labels))
+    labels = _check_labels(list(labels), vocabulary)
     if arch.num_labels != len(labels):
         raise ValueError(f"arch.num_labels is {arch.num_labels} but {len(labels)} labels were given")
     if getattr(model, "arch", arch) != arch:
@@ -443,6 +459,7 @@ def create_random_bundle(
     *,
     labels: Sequence[str] = LABELS,
     thresholds: float | Sequence[float] = 0.5,
+    vocabulary: LabelSet | None = RARE_VISION,
 ) -> Path:
     """A valid bundle with randomly initialised weights (tests, the quick start, benchmarks).
 
@@ -451,7 +468,7 @@ def create_random_bundle(
     embeddings just as meaningless, and needs a tokenizer). Same seed, same bytes.
     """
     config = arch_preset(arch) if isinstance(arch, str) else arch
-    labels = validate_labels(list(labels))
+    labels = _check_labels(list(labels), vocabulary)
     if config.num_labels != len(labels):
         config = dataclasses.replace(config, num_labels=len(labels))
     model = build_classifier(config, seed=seed).eval()
@@ -461,7 +478,7 @@ def create_random_bundle(
         "arch_preset": arch if isinstance(arch, str) else None,
         "text_embeddings": "seeded random unit vectors (no text tower)",
     }
-    return save_bundle(out_dir, model, config, labels, thresholds=thresholds, source=source)
+    return save_bundle(out_dir, model, config, labels, thresholds=thresholds, source=source, vocabulary=vocabulary)
 
 
 # --- description ----------------------------------------------------------------------------------

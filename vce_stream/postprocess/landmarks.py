@@ -1,7 +1,8 @@
 """Landmarks are brief and mark section changes: keep few runs, near their change, best first.
 
-Each landmark belongs to the boundary into a section (`LANDMARK_SECTIONS`): z-line into the stomach,
-pylorus into the small intestine, ileocecal valve into the colon. Its reference row on a decoded anatomy
+Each landmark belongs to the boundary into a section (a label set's `landmark_sections`; for the
+default RARE-VISION set `LANDMARK_SECTIONS`): z-line into the stomach, pylorus into the small
+intestine, ileocecal valve into the colon. Its reference row on a decoded anatomy
 path is the first row at or past that section (row 0 if the video starts past it; none if the path
 never gets there, and then the landmark is not written).
 """
@@ -10,9 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from vce_stream.labels import RARE_VISION
 from vce_stream.postprocess.runs import Runs, empty_runs
 
-LANDMARK_SECTIONS: dict[str, str] = {"z-line": "stomach", "pylorus": "small intestine", "ileocecal valve": "colon"}
+LANDMARK_SECTIONS = RARE_VISION.landmark_sections
 
 
 def boundary_row(path: np.ndarray, section: int) -> int | None:
