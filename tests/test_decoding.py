@@ -19,7 +19,7 @@ from vce_stream.postprocess.gating import PresenceGate, gate_runs
 from vce_stream.postprocess.landmarks import boundary_row, select_landmark_runs
 from vce_stream.postprocess.ranking import change_points, cut_runs
 from vce_stream.postprocess.runs import densify, filter_runs, length_weighted
-from vce_stream.postprocess.calibrate import best_gate
+from vce_stream.postprocess.tuning import best_gate
 from vce_stream.errors import ConfigError
 from vce_stream.events.jsonio import frame_range_of, label_events_from_json, label_matrix, parse_submission, submission_dict
 from vce_stream.labels import LABELS

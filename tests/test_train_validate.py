@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from vce_stream.postprocess.config import PostprocessConfig, TemporalConfig
 from vce_stream.labels import LABELS
+from vce_stream.postprocess import tuning
 from vce_stream.postprocess.video import video_events
 
 from train.config import ThresholdSearchConfig
@@ -58,14 +59,14 @@ def test_auc_is_the_share_of_correctly_ordered_pairs(pairs):
 @given(scores_and_targets)
 def test_f1_curve_equals_f1_at_each_threshold(pairs):
     s, y = zip(*pairs)
-    grid = val.threshold_grid(ThresholdSearchConfig(low=0.05, high=0.95, step=0.05))
-    curve = val.f1_curve(np.array(y), np.array(s, dtype=np.float32), grid)
+    grid = ThresholdSearchConfig(low=0.05, high=0.95, step=0.05).grid()
+    curve = tuning.f1_curve(np.array(y), np.array(s, dtype=np.float32), grid)
     for t, f1 in zip(grid, curve):
         assert f1 == pytest.approx(val.precision_recall_f1(y, np.array(s, dtype=np.float32), t)[2])
 
 
 def test_threshold_grid_is_the_configured_range():
-    grid = val.threshold_grid(ThresholdSearchConfig())
+    grid = ThresholdSearchConfig().grid()
     assert grid[0] == 0.05 and grid[-1] == 0.95 and len(grid) == 91
 
 
@@ -79,7 +80,7 @@ def test_threshold_search_maximises_f1_per_class_and_defaults_without_positives(
     s[:200, 1] = rng.uniform(0.6, 1.0, size=200)
     cfg = ThresholdSearchConfig()
     thresholds = val.search_thresholds(y, s, cfg)
-    grid = val.threshold_grid(cfg)
+    grid = cfg.grid()
     for c in (0, 1):
         best = max(val.precision_recall_f1(y[:, c], s[:, c], t)[2] for t in grid)
         assert val.precision_recall_f1(y[:, c], s[:, c], thresholds[c])[2] == pytest.approx(best)

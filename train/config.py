@@ -10,8 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from vce_stream.config import from_dict, load_yaml
 from vce_stream.postprocess.config import PostprocessConfig
+from vce_stream.postprocess.tuning import threshold_grid
 from vce_stream.sources.preprocess import PreprocessConfig
 from vce_stream.errors import ConfigError
 from vce_stream.labels import LABELS, validate_labels
@@ -216,6 +219,10 @@ class ThresholdSearchConfig:
             raise ConfigError("thresholds: need 0 < low <= high < 1 and step > 0")
         if not 0.0 <= self.default <= 1.0:
             raise ConfigError("thresholds.default must lie in [0, 1]")
+
+    def grid(self) -> np.ndarray:
+        """The searched thresholds: low, low + step, ... up to high."""
+        return threshold_grid(self.low, self.high, self.step)
 
 
 @dataclass(frozen=True)

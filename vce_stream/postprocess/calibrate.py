@@ -21,25 +21,25 @@ from typing import Any
 
 import numpy as np
 
-from vce_stream.postprocess.config import PostprocessConfig
+from vce_stream.errors import ConfigError, InputError
+from vce_stream.events.event import Event
+from vce_stream.events.jsonio import label_events_from_json, label_matrix
+from vce_stream.metrics.temporal_map import MapResult
+from vce_stream.postprocess import tuning
 from vce_stream.postprocess.anatomy import section_runs
-from vce_stream.postprocess.config import AnatomyConfig, DecodingConfig, GatingConfig, LandmarksConfig, RankingConfig
+from vce_stream.postprocess.config import AnatomyConfig, DecodingConfig, GatingConfig, LandmarksConfig, PostprocessConfig, RankingConfig
 from vce_stream.postprocess.decode import anatomy_columns, anatomy_path, landmark_runs
 from vce_stream.postprocess.fastmap import TruthSegments, fast_evaluate, ranked_average_precisions, truth_by_label
 from vce_stream.postprocess.gating import gate_runs
 from vce_stream.postprocess.landmarks import LANDMARK_SECTIONS
 from vce_stream.postprocess.ranking import change_points, cut_runs
 from vce_stream.postprocess.runs import DenseVideo, Runs, densify, filter_runs, length_weighted
-from vce_stream.errors import ConfigError, InputError
-from vce_stream.events.event import Event
-from vce_stream.events.jsonio import label_events_from_json, label_matrix, parse_submission, submission_dict
-from vce_stream.metrics.temporal_map import MapResult
+from vce_stream.postprocess.tuning import best_gate
 from vce_stream.scores import VideoScores
-from vce_stream.postprocess.video import video_events
 
 METRICS = ("map50", "map95", "mean")
 FEATURES = ("gating", "anatomy", "landmarks")
-F1_GRID = tuple(round(0.01 * i, 2) for i in range(5, 100))  # the paper searches from 0.05
+F1_GRID = tuning.threshold_grid(0.05, 0.99, 0.01)  # the paper searches from 0.05
 
 
 @dataclass(frozen=True)
@@ -118,23 +118,12 @@ def prepare(
 # --- the paper's thresholds ------------------------------------------------------------------------
 
 
-def f1_thresholds(videos: Sequence[PreparedVideo], grid: Sequence[float] = F1_GRID) -> tuple[float, ...]:
-    """Per class, the threshold on `grid` that maximises frame-level F1 over `videos` (the paper's rule)."""
-    grid_arr = np.asarray(grid)
-    num_labels = videos[0].truth_rows.shape[1]
-    tp = np.zeros((grid_arr.size, num_labels))
-    fp = np.zeros_like(tp)
-    positives = np.zeros(num_labels)
-    for v in videos:
-        for c in range(num_labels):
-            p, y = v.video.probs[:, c], v.truth_rows[:, c]
-            pos = np.sort(p[y])
-            neg = np.sort(p[~y])
-            tp[:, c] += pos.size - np.searchsorted(pos, grid_arr, side="left")
-            fp[:, c] += neg.size - np.searchsorted(neg, grid_arr, side="left")
-        positives += v.truth_rows.sum(axis=0)
-    f1 = 2 * tp / np.maximum(tp + fp + positives, 1e-12)
-    return tuple(float(grid_arr[i]) for i in np.argmax(f1, axis=0))
+def f1_thresholds(videos: Sequence[PreparedVideo], grid: np.ndarray = F1_GRID) -> tuple[float, ...]:
+    """Per class, the threshold on `grid` that maximises frame-level F1 over the rows of `videos`
+    (the paper's rule, `tuning.f1_thresholds`; a class without positive rows gets the lowest value)."""
+    targets = np.concatenate([v.truth_rows for v in videos])
+    scores = np.concatenate([v.video.probs for v in videos])
+    return tuple(float(t) for t in tuning.f1_thresholds(targets, scores, grid))
 
 
 # --- scoring pieces of the search ------------------------------------------------------------------
@@ -160,30 +149,6 @@ class GateChoice:
     gate: float
     power: float
     total: float  # summed AP over the videos
-
-
-def best_gate(kept: np.ndarray, dropped: np.ndarray, evidence: np.ndarray) -> tuple[float, float]:
-    """The presence gate maximising sum(kept where evidence >= gate, dropped elsewhere): (gate, total).
-
-    Gates are placed midway between consecutive evidence values; 0 keeps every video, a gate above
-    all evidence drops the label everywhere.
-    """
-    order = np.argsort(evidence, kind="stable")
-    m, a, d = evidence[order], kept[order], dropped[order]
-    # Drop the first i videos (lowest evidence), keep the rest: i = 0 .. V.
-    totals = np.concatenate([[0.0], np.cumsum(d)]) + np.concatenate([np.cumsum(a[::-1])[::-1], [0.0]])
-    finite = np.isfinite(m)
-    # Splitting inside a run of equal evidence is not realisable; nor is keeping a video without runs.
-    valid = np.ones(totals.size, dtype=bool)
-    valid[1:-1] = m[1:] > m[:-1]
-    totals = np.where(valid, totals, -np.inf)
-    i = int(np.argmax(totals))
-    if i == 0 or not finite[:i].any():
-        return 0.0, float(totals[i])
-    if i == m.size:
-        return float(m[-1]) * 2.0 + 1.0, float(totals[i])
-    low = float(m[i - 1])
-    return (low + float(m[i])) / 2.0, float(totals[i])
 
 
 class Calibrator:
@@ -396,18 +361,16 @@ def fold_indices(count: int, folds: int, seed: int) -> list[list[int]]:
 
 
 def decode_videos(videos: Sequence[PreparedVideo], labels: Sequence[str], config: PostprocessConfig, scores: Mapping[str, VideoScores]) -> dict[str, list[Event]]:
-    """Final-file events of `videos` with `config`, through `video_events` (what `postprocess` runs)."""
-    return {v.video_id: video_events(*scores[v.video_id], labels, config) for v in videos}
+    """Final-file events of `videos` with `config` (`tuning.decide_events`: what `postprocess` runs)."""
+    return tuning.decide_events({v.video_id: scores[v.video_id] for v in videos}, labels, config)
 
 
 def score_events(
     events: Mapping[str, Sequence[Event]], config: PostprocessConfig, gt: Mapping[str, Any], scores: Mapping[str, VideoScores], labels: Sequence[str]
 ) -> MapResult:
-    """The scorer's mAP of events written as `config` writes them, on the videos of `events` (computed
-    by `fastmap.fast_evaluate`, which equals `metrics.temporal_map.evaluate`)."""
-    ranges = {vid: (int(scores[vid][0][0]), int(scores[vid][0][-1])) for vid in events if len(scores[vid][0])}
-    submission = submission_dict(events, segmentation=config.segmentation, order=config.order, frame_ranges=ranges, labels=labels)
-    return fast_evaluate(parse_submission(submission, labels=labels), {vid: gt[vid] for vid in events}, labels)
+    """The scorer's mAP of events written as `config` writes them, on the videos of `events`
+    (`tuning.score_events` with `fastmap.fast_evaluate`, which equals `metrics.temporal_map.evaluate`)."""
+    return tuning.score_events(events, scores, {vid: gt[vid] for vid in events}, labels, config, fast_evaluate)
 
 
 def cross_validated_events(
