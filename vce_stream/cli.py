@@ -7,12 +7,13 @@ evaluate` does not pay for importing torch. Each sub-command lives beside the st
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 
 import click
 
 from vce_stream import __version__
-from vce_stream.errors import EXIT_FAILED, VceError
+from vce_stream.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, VceError
 
 # name -> "module:attribute" of a click command.
 _COMMANDS: dict[str, str] = {
@@ -50,22 +51,34 @@ def cli() -> None:
     """Read video capsule endoscopy exams and report anatomy and rare findings as events."""
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: user errors become one line on stderr and their documented exit status."""
+    """Console entry point: user errors become one line on stderr and their documented exit status.
+
+    SIGTERM (kill, timeout, a batch scheduler) is handled like SIGINT: the run writes the events it has
+    decided, flagged incomplete, and exits 143 (130 for SIGINT).
+    """
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         cli.main(args=argv, prog_name="vce-stream", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("vce-stream: aborted", err=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
     except VceError as exc:
         click.echo(f"vce-stream: error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except Terminated:
+        click.echo("vce-stream: terminated (SIGTERM)", err=True)
+        sys.exit(EXIT_TERMINATED)
     except KeyboardInterrupt:
         click.echo("vce-stream: interrupted", err=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except SystemExit:
         raise
     except Exception:  # a bug: show the traceback, exit 1

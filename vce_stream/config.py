@@ -1,8 +1,16 @@
-"""Typed configuration: dataclasses loaded from YAML (`yaml.safe_load` only).
+"""Configuration: the YAML <-> dataclass codec and the one layering of settings.
 
-Every tunable number lives in a dataclass here or in the module that owns the stage, with its default
-and its reason. `from_dict` builds any of these dataclasses from plain data and rejects unknown keys,
-so a typo in a YAML file is an error, not a silently ignored setting.
+Every tunable number lives in a frozen dataclass beside the stage that uses it (`PipelineConfig` in
+`pipeline/run.py`, `SourceConfig` in `sources/base.py`, `PreprocessConfig` in `sources/preprocess.py`,
+`PostprocessConfig` in `postprocess/config.py`, ...), with its default and its reason. This module only
+converts: `from_dict` builds any of those dataclasses from plain data and rejects unknown keys (a typo in
+a YAML file is an error, not a silently ignored setting), `to_dict` goes back, `load_yaml` reads with
+`yaml.safe_load` only.
+
+Layering (`layered_settings`): a stage's settings are its base (the model bundle's, or the defaults),
+then the stage's section of the `--config` file, merged key by key, then the command-line options.
+Every command that takes `--config` (`run`, `batch`, `postprocess`, `calibrate`) reads the same shape:
+a mapping whose keys are stage sections (`pipeline:`, `postprocess:`), each optional.
 """
 
 from __future__ import annotations
@@ -11,14 +19,46 @@ import dataclasses
 import types
 import typing
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import yaml
 
-from vce_stream.postprocess.config import DecodingConfig
 from vce_stream.errors import ConfigError
 
 T = TypeVar("T")
+
+# The sections a `--config` file may hold, each a stage's settings.
+CONFIG_SECTIONS = ("pipeline", "postprocess")
+
+
+def read_config_sections(path: str | Path | None) -> dict[str, dict[str, Any]]:
+    """The sections of a `--config` file (None: no file, no sections); anything else is a ConfigError."""
+    if path is None:
+        return {}
+    data = load_yaml(path) or {}
+    if not isinstance(data, dict) or set(data) - set(CONFIG_SECTIONS):
+        raise ConfigError(f"{path}: expected a mapping with {' and/or '.join(repr(s) for s in CONFIG_SECTIONS)} sections")
+    sections = {}
+    for name, value in data.items():
+        if value is not None and not isinstance(value, dict):
+            raise ConfigError(f"{path}: {name}: expected a mapping, got {type(value).__name__}")
+        sections[name] = dict(value or {})
+    return sections
+
+
+def layered_settings(
+    base: T, section: str, config_path: str | Path | None, command_line: Callable[[T], T] | None = None
+) -> T:
+    """`base`, then the `section` of the `--config` file (merged key by key), then `command_line`.
+
+    The one order every command applies: bundle (or defaults) -> `--config` -> command-line options.
+    """
+    overrides = read_config_sections(config_path).get(section)
+    settings = base
+    if overrides:
+        settings = from_dict(type(base), merge_nested(to_dict(base), overrides), where=f"{config_path}: {section}")
+    return command_line(settings) if command_line is not None else settings
 
 
 def merge_nested(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,9 @@ EXIT_FAILED = 1  # an unexpected internal error (a bug): traceback printed
 EXIT_BAD_INPUT = 2  # bad arguments or an input that cannot be used at all; nothing scored
 EXIT_INCOMPLETE = 3  # the input broke part way; events decided so far were written, flagged incomplete
 EXIT_SOME_FAILED = 4  # a batch run where at least one exam failed; the others were written
+EXIT_OUTPUT_FAILED = 5  # an output could not be written at the end; the other outputs were written
+EXIT_INTERRUPTED = 130  # SIGINT (Ctrl-C): decided events written, flagged incomplete
+EXIT_TERMINATED = 143  # SIGTERM (kill, timeout, a batch scheduler): the same as SIGINT
 
 
 class VceError(Exception):
@@ -39,3 +42,20 @@ class FrameOrderError(VceError, ValueError):
 
 class InputError(VceError):
     """An input (video, frame folder, bundle, scores file) is missing, unreadable or malformed."""
+
+
+class ScorerOutputError(VceError):
+    """The engine returned probabilities that are not finite numbers in [0, 1] (or the wrong shape): the
+    exam stops at that batch, its decided events are kept (exit 3), and the message names the frame."""
+
+    exit_code = EXIT_INCOMPLETE
+
+
+class OutputError(VceError):
+    """An output could not be written at the end (disk full, folder removed); the others were written."""
+
+    exit_code = EXIT_OUTPUT_FAILED
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so a terminated run keeps its work exactly as Ctrl-C does."""

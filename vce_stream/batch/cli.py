@@ -15,7 +15,10 @@ import click
 
 from vce_stream.engine.select import BACKEND_CHOICES, resolve_device
 from vce_stream.errors import EXIT_SOME_FAILED, ConfigError, VceError
-from vce_stream.pipeline.cli import postprocess_settings, load_run_config
+from vce_stream.config import layered_settings
+from vce_stream.pipeline.cli import pipeline_from_command_line
+from vce_stream.pipeline.run import PipelineConfig
+from vce_stream.postprocess.config import postprocess_settings
 from vce_stream.pipeline.run import RunOptions
 
 
@@ -86,14 +89,12 @@ def batch(
 
     if ray_address and (workers is not None or threads is not None):
         raise ConfigError("--workers and --threads size the local pool; with --ray use --cpus-per-exam and --gpus-per-exam")
-    pipeline, post_overrides = load_run_config(config_path)
-    pipeline = dataclasses.replace(
-        pipeline,
-        source=dataclasses.replace(pipeline.source, allow_gaps=True) if allow_gaps else pipeline.source,
-        **({"batch_size": batch_size} if batch_size else {}),
-    )
+    pipeline = layered_settings(
+        PipelineConfig(), "pipeline", config_path,
+        lambda p: pipeline_from_command_line(p, batch_size=batch_size, allow_gaps=allow_gaps),
+    )  # fmt: skip
     bundle = load_bundle(model)
-    post = postprocess_settings(bundle.postprocess, post_overrides, thresholds, order, segmentation, bundle.labels, config_path)
+    post = postprocess_settings(bundle.postprocess, config_path, bundle.labels, thresholds=thresholds, order=order, segmentation=segmentation)
     ray_config = RayConfig(address=ray_address, cpus_per_exam=cpus_per_exam, gpus_per_exam=gpus_per_exam) if ray_address else None
     gpus = () if ray_config is not None else cuda_devices(str(resolve_device(device)))
     job = BatchJob(

@@ -12,23 +12,13 @@ import sys
 
 import click
 
-from vce_stream.config import from_dict, load_yaml, merge_nested, to_dict
-from vce_stream.postprocess.config import PostprocessConfig, with_command_line
+from vce_stream.config import layered_settings
+from vce_stream.postprocess.config import postprocess_settings
 from vce_stream.engine.select import BACKEND_CHOICES, choose_engine, open_choice, resolve_device
-from vce_stream.errors import EXIT_INCOMPLETE, ConfigError, VceError
-from vce_stream.pipeline.run import PipelineConfig, RunOptions, check_output_path, stream_exam
+from vce_stream.errors import VceError
+from vce_stream.pipeline.run import PipelineConfig, RunOptions, exam_sinks, output_targets, source_path, stream_exam
+from vce_stream.sinks.checks import check_outputs
 from vce_stream.sources import open_source
-
-
-def load_run_config(path: str | None) -> tuple[PipelineConfig, dict]:
-    """A YAML file with optional `pipeline:` (PipelineConfig) and `postprocess:` (overrides) sections."""
-    if path is None:
-        return PipelineConfig(), {}
-    data = load_yaml(path) or {}
-    if not isinstance(data, dict) or set(data) - {"pipeline", "postprocess"}:
-        raise ConfigError(f"{path}: expected a mapping with 'pipeline' and/or 'postprocess' sections")
-    pipeline = from_dict(PipelineConfig, data.get("pipeline"), where=f"{path}: pipeline")
-    return pipeline, dict(data.get("postprocess") or {})
 
 
 @click.command("run")
@@ -78,29 +68,27 @@ def run(
     part way (the events decided up to that frame are written, with "vce_stream": {"incomplete": true,
     "stopped_at_frame": N, ...} in the JSON).
     """
-    pipeline, post_overrides = load_run_config(config_path)
-    source_changes = {
-        key: value
-        for key, value in (("container_format", container_format), ("frame_offset", frame_offset))
-        if value is not None
-    }
-    if allow_gaps:
-        source_changes["allow_gaps"] = True
-    pipeline = dataclasses.replace(
-        pipeline,
-        source=dataclasses.replace(pipeline.source, **source_changes),
-        **({"batch_size": batch_size} if batch_size else {}),
-    )
+    pipeline = layered_settings(PipelineConfig(), "pipeline", config_path, lambda p: pipeline_from_command_line(
+        p, batch_size=batch_size, container_format=container_format, frame_offset=frame_offset, allow_gaps=allow_gaps
+    ))  # fmt: skip
     source = open_source(input, pipeline.source, labels_csv=labels_csv)
     try:
         from vce_stream.model.bundle import load_bundle
 
-        check_output_path(out, "event JSON")  # before the model loads: a bad path costs nothing
-        if save_scores:
-            check_output_path(save_scores, "scores file")
         bundle = load_bundle(model)
+        post = postprocess_settings(bundle.postprocess, config_path, bundle.labels, thresholds=thresholds, order=order, segmentation=segmentation)
+        options = RunOptions(
+            video_id=video_id,
+            labels_csv=labels_csv,
+            save_scores=save_scores,
+            postprocess=post,
+            preprocess=bundle.preprocess,
+            pipeline=pipeline,
+        )
+        inputs = [source_path(source), model, *([labels_csv] if labels_csv else [])]
+        # Before the model is built: an output that would overwrite an input, or cannot be written, costs nothing.
+        check_outputs(output_targets(exam_sinks(out, options)), inputs=inputs)
         run_device = resolve_device(device)
-        post = postprocess_settings(bundle.postprocess, post_overrides, thresholds, order, segmentation, bundle.labels, config_path)
         choice = choose_engine(bundle, backend, engine_dir=engine_dir, device=run_device, batch_size=pipeline.batch_size)
         if not quiet:
             click.echo(f"engine: {choice.reason}", err=True)
@@ -108,34 +96,33 @@ def run(
     except BaseException:
         source.close()
         raise
-    options = RunOptions(
-        video_id=video_id,
-        labels_csv=labels_csv,
-        save_scores=save_scores,
-        postprocess=post,
-        preprocess=bundle.preprocess,
-        pipeline=pipeline,
-        pin_memory=run_device.type == "cuda",
-    )
+    options = dataclasses.replace(options, pin_memory=run_device.type == "cuda")
     progress = sys.stderr if (not quiet and sys.stderr.isatty()) else None
-    summary = stream_exam(source, scorer, out, options, follow=sys.stdout if follow else None, progress=progress)
+    outcome = stream_exam(source, scorer, out, options, follow=sys.stdout if follow else None, progress=progress, inputs=inputs)
     if not quiet:
-        click.echo(summary.line(), err=True)
-    if summary.incomplete:
-        raise VceError(f"{summary.error} (partial events up to frame {summary.last_frame} written to {out})", exit_code=EXIT_INCOMPLETE)
+        click.echo(outcome.line(), err=True)
+    if outcome.incomplete:
+        raise VceError(f"{outcome.error} (partial events up to frame {outcome.last_frame} written to {out})", exit_code=outcome.exit_code)
 
 
-def postprocess_settings(
-    base: PostprocessConfig,
-    overrides: dict,
-    thresholds: str | None,
-    order: str | None,
-    segmentation: str | None,
-    labels: tuple[str, ...],
-    where: str | None,
-) -> PostprocessConfig:
-    """The bundle's post-processing, then the config file's section (merged key by key), then the
-    command-line options."""
-    if overrides:
-        base = from_dict(PostprocessConfig, merge_nested(to_dict(base), overrides), where=f"{where}: postprocess")
-    return with_command_line(base, labels, thresholds=thresholds, order=order, segmentation=segmentation)
+def pipeline_from_command_line(
+    pipeline: PipelineConfig,
+    *,
+    batch_size: int | None = None,
+    container_format: str | None = None,
+    frame_offset: int | None = None,
+    allow_gaps: bool = False,
+) -> PipelineConfig:
+    """`pipeline` with the command-line options of `run` and `batch` applied last."""
+    source_changes: dict = {
+        key: value
+        for key, value in (("container_format", container_format), ("frame_offset", frame_offset))
+        if value is not None
+    }
+    if allow_gaps:
+        source_changes["allow_gaps"] = True
+    return dataclasses.replace(
+        pipeline,
+        source=dataclasses.replace(pipeline.source, **source_changes),
+        **({"batch_size": batch_size} if batch_size else {}),
+    )

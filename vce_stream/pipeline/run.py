@@ -1,40 +1,49 @@
-"""One exam through the pipeline: source -> batches -> scorer -> MedianGapState -> sinks.
+"""One exam through the pipeline, composed in one visible place:
 
-`run_exam` is the whole run as a Python function (the CLI and batch runs call it). Events go to the
-`--follow` sink the moment the temporal stage closes them, and to the event JSON at the end. With the
-metric-aware decoding on (`postprocess.decoding`), live events come from `LiveDecoder` and carry
-`"provisional": true` until their label is decided; the final file is then decided on the whole video
-by `video_events`, the function `postprocess` uses, from the probabilities kept in memory. When the
-input breaks part way (or the run is interrupted), nothing decided is lost: the temporal state is
-flushed at the last scored frame and the JSON is written atomically with a `vce_stream` block that says
-the exam is incomplete and where it stopped.
+    source -> BatchReader (decode + prepare, ahead) -> scorer -> EventStage -> sinks
+
+`run_exam` / `stream_exam` are the whole run as a Python function (the CLI and batch workers call
+them). Each stage does its work in one call: the reader yields prepared batches, the scorer returns
+probabilities (checked: finite, in [0, 1], one row per frame), the `EventStage` (SPEC §6 filter, or the
+live metric-aware decoder) returns the events that just closed, and every sink gets each scored batch
+and each closed event, then the end of the exam (`vce_stream.sinks`). The final file holds the
+whole-video decision: with the decoding on, `video_events` (the function `postprocess` uses) on the
+probabilities kept in memory; otherwise the streamed events themselves.
+
+Nothing decided is lost: when the input breaks part way, the scorer returns garbage, or the run is
+interrupted (SIGINT or SIGTERM), the stage is flushed at the last scored frame and every sink closes
+with an outcome that says the exam is incomplete and where it stopped. Outputs are checked before any
+frame is scored (`vce_stream.sinks.checks`): none may overwrite an input or another output.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 import numpy as np
 
-from vce_stream.postprocess.config import PostprocessConfig
-from vce_stream.sources.preprocess import PreprocessConfig
-from vce_stream.postprocess.live import LiveDecoder
 from vce_stream.engine.base import FrameScorer
-from vce_stream.errors import EXIT_INCOMPLETE, EXIT_OK, ConfigError, InputError, VceError
+from vce_stream.errors import ConfigError, InputError, OutputError, ScorerOutputError, VceError
 from vce_stream.events.event import Event
-from vce_stream.events.jsonio import write_submission
-from vce_stream.sinks.json_lines import JsonLinesSink
+from vce_stream.events.outcome import ExamOutcome
 from vce_stream.pipeline.batches import BatchPool
 from vce_stream.pipeline.progress import ProgressBar
 from vce_stream.pipeline.reader import BatchReader
-from vce_stream.scores import save_scores
-from vce_stream.sources import FrameSource, SourceConfig, SourceStats, open_source
+from vce_stream.postprocess.config import PostprocessConfig
+from vce_stream.postprocess.stage import EventStage
 from vce_stream.postprocess.video import video_events
-from vce_stream.postprocess.streaming import MedianGapState
+from vce_stream.sinks import ExamResult, ExamStart, ScoredBatch, Sink
+from vce_stream.sinks.checks import check_outputs
+from vce_stream.sinks.event_json import EventJsonSink
+from vce_stream.sinks.json_lines import JsonLinesSink
+from vce_stream.sinks.scores import ScoresSink
+from vce_stream.sources import FrameSource, SourceConfig, open_source
+from vce_stream.sources.preprocess import PreprocessConfig
 
 @dataclass(frozen=True)
 class PipelineConfig:
@@ -81,74 +90,9 @@ class RunOptions:
     pin_memory: bool = False
 
 
-@dataclass(frozen=True)
-class RunSummary:
-    """What a run did. `incomplete` runs wrote partial output; `error` says why they stopped."""
-
-    input: str
-    video_id: str
-    out: str
-    frames: int
-    events: int
-    seconds: float
-    first_frame: int
-    last_frame: int
-    damaged: int = 0
-    missing: int = 0
-    untimed: int = 0
-    incomplete: bool = False
-    error: str | None = None
-
-    @property
-    def fps(self) -> float:
-        return self.frames / self.seconds if self.seconds > 0 else 0.0
-
-    @property
-    def stopped_at_frame(self) -> int | None:
-        """The first frame index not scored, for an incomplete exam."""
-        return self.last_frame + 1 if self.incomplete else None
-
-    @property
-    def exit_code(self) -> int:
-        return EXIT_INCOMPLETE if self.incomplete else EXIT_OK
-
-    def line(self) -> str:
-        """The final one-line summary."""
-        text = (
-            f"{self.video_id}: {self.frames} frames, {self.events} label events, {self.seconds:.1f} s, "
-            f"{self.fps:.1f} frames/s"
-        )
-        notes = [
-            f"{count} {what}"
-            for count, what in (
-                (self.damaged, "damaged frames skipped"),
-                (self.missing, "frames missing"),
-                (self.untimed, "frames without timestamp"),
-            )
-            if count
-        ]
-        if notes:
-            text += " (" + ", ".join(notes) + ")"
-        if self.incomplete:
-            text += f"; INCOMPLETE, stopped at frame {self.stopped_at_frame}; partial events in {self.out}"
-        return text
-
-    def report(self) -> dict[str, Any]:
-        """The `vce_stream` block written into the JSON of an incomplete exam."""
-        return {
-            "incomplete": self.incomplete,
-            "stopped_at_frame": self.stopped_at_frame,
-            "error": self.error,
-            "frames": self.frames,
-            "first_frame": self.first_frame,
-            "last_frame": self.last_frame,
-            "damaged_frames": self.damaged,
-            "missing_frames": self.missing,
-        }
-
-
 class ScoreRecorder:
-    """Keeps every frame's probabilities for `--save-scores` (17 floats a frame: 9 MB for 130,000 frames)."""
+    """Keeps every frame's probabilities (17 floats a frame: 9 MB for 130,000 frames): saved scores and
+    the whole-video decision need them at the end."""
 
     def __init__(self) -> None:
         self._indices: list[np.ndarray] = []
@@ -164,17 +108,38 @@ class ScoreRecorder:
         return np.concatenate(self._indices), np.concatenate(self._probs)
 
 
-def check_output_path(path: str | os.PathLike[str], what: str) -> None:
-    """Refuse, before any frame is scored, an output that could not be written at the end (exit 2)."""
-    path = Path(path)
-    if path.is_dir():
-        raise InputError(f"{path}: is a folder; the {what} must be a file path")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise InputError(f"{path}: cannot write the {what} there (part of its folder path is a file)") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot write the {what} there ({exc.strerror or exc})") from None
+def checked_probabilities(raw: object, frame_indices: np.ndarray, num_labels: int) -> np.ndarray:
+    """The scorer's output as float32 (frames, labels), or ScorerOutputError naming the first bad frame.
+
+    NaN, infinities and values outside [0, 1] are never read as "nothing found": they stop the exam.
+    """
+    probs = np.asarray(raw, dtype=np.float32)
+    if probs.shape != (frame_indices.size, num_labels):
+        raise ScorerOutputError(f"the scorer returned {probs.shape} for {frame_indices.size} frames x {num_labels} labels")
+    bad = ~(np.isfinite(probs) & (probs >= 0.0) & (probs <= 1.0))
+    if bad.any():
+        row, column = np.argwhere(bad)[0]
+        raise ScorerOutputError(
+            f"the scorer returned {probs[row, column]!r} for frame {int(frame_indices[row])} (label column {int(column)}); "
+            "probabilities must be finite numbers in [0, 1] (a broken model or engine)"
+        )
+    return probs
+
+
+def exam_sinks(out: str | os.PathLike[str], options: RunOptions, follow: TextIO | None = None) -> list[Sink]:
+    """The outputs the options ask for: the event JSON, `--follow` lines, `--save-scores`."""
+    post = options.postprocess
+    sinks: list[Sink] = [EventJsonSink(out, post.segmentation, post.order)]
+    if follow is not None:
+        sinks.append(JsonLinesSink(follow))
+    if options.save_scores:
+        sinks.append(ScoresSink(options.save_scores))
+    return sinks
+
+
+def output_targets(sinks: Sequence[Sink]) -> list[tuple[str, Path]]:
+    """(what, path) of every file the sinks will write, for `check_outputs`."""
+    return [(sink.what, path) for sink in sinks for path in sink.targets()]
 
 
 def run_exam(
@@ -185,17 +150,18 @@ def run_exam(
     *,
     follow: TextIO | None = None,
     progress: TextIO | None = None,
-) -> RunSummary:
-    """Score one exam and write its event JSON to `out` (atomically).
+    extra_sinks: Sequence[Sink] = (),
+) -> ExamOutcome:
+    """Score one exam and write its outputs (the event JSON to `out`, atomically).
 
     follow: a text stream that gets each event as a JSON line the moment it closes.
     progress: a terminal stream for the progress bar (None: no bar).
-    Raises VceError (exit 2) when the input cannot start. Returns the summary otherwise; an input that
-    broke part way gives `incomplete=True` (partial output written). KeyboardInterrupt and internal
-    errors are re-raised after the partial output is written.
+    Raises VceError (exit 2) when the input cannot start. Returns the outcome otherwise; an input that
+    broke part way gives `incomplete=True` (partial output written). KeyboardInterrupt (SIGINT, SIGTERM)
+    and internal errors are re-raised after the partial output is written.
     """
     source = open_source(input, options.pipeline.source, labels_csv=options.labels_csv)
-    return stream_exam(source, scorer, out, options, follow=follow, progress=progress)
+    return stream_exam(source, scorer, out, options, follow=follow, progress=progress, extra_sinks=extra_sinks)
 
 
 def stream_exam(
@@ -206,49 +172,38 @@ def stream_exam(
     *,
     follow: TextIO | None = None,
     progress: TextIO | None = None,
-) -> RunSummary:
-    """`run_exam` on an opened source (closed here)."""
+    extra_sinks: Sequence[Sink] = (),
+    inputs: Sequence[str | os.PathLike[str]] = (),
+) -> ExamOutcome:
+    """`run_exam` on an opened source (closed here). `inputs`: other paths the run reads (the bundle),
+    which no output may overwrite."""
+    sinks = [*exam_sinks(out, options, follow), *extra_sinks]
     try:
-        check_output_path(out, "event JSON")
-        if options.save_scores:
-            check_output_path(options.save_scores, "scores file")
+        labels_csv = [options.labels_csv] if options.labels_csv else []
+        check_outputs(output_targets(sinks), inputs=[source_path(source), *labels_csv, *inputs])
     except BaseException:
         source.close()
         raise
     labels = tuple(scorer.labels)
     post = options.postprocess
     video_id = options.video_id or source.video_id
-    decoder = LiveDecoder(labels, post) if post.decoding.enabled else None
-    state = MedianGapState(labels, post.thresholds_for(len(labels)), post.temporal) if decoder is None else None
-    sink = JsonLinesSink(follow) if follow is not None else None
-    recorder = ScoreRecorder() if options.save_scores or decoder is not None else None
+    stage = EventStage(labels, post)
+    recorder = ScoreRecorder()
     config = options.pipeline
     pool = BatchPool(config.queue_depth + 2, config.batch_size, options.preprocess.size, pin_memory=options.pin_memory)
     bar = ProgressBar(video_id, source.expected_frames, progress, enabled=True) if progress is not None else None
-    events: list[Event] = []
+    for sink in sinks:
+        sink.open(ExamStart(video_id=video_id, labels=labels, input=source.name, expected_frames=source.expected_frames))
+    streamed: list[Event] = []
     frames, first, last = 0, 0, -1
     error: BaseException | None = None
 
-    def emit(closed: list[Event], provisional: list[bool] | None = None) -> None:
-        nonlocal sink
-        events.extend(closed)
-        if sink is not None and closed:
-            try:
-                if provisional is None:
-                    sink.emit(video_id, closed)
-                else:
-                    for ev, flag in zip(closed, provisional):
-                        sink.emit(video_id, [ev], provisional=flag)
-            except OSError:  # the reader of --follow went away (closed pipe): the JSON still gets written
-                sink = None
-
-    def decide(indices: np.ndarray | None, probs: np.ndarray | None) -> None:
-        """Push a batch (or flush, with None) through the live temporal stage."""
-        if decoder is None:
-            emit(state.push(indices, probs) if indices is not None else state.flush())
-        else:
-            live = decoder.push(indices, probs) if indices is not None else decoder.flush()
-            emit([le.event for le in live], [not le.final for le in live])
+    def emit(closed: list) -> None:
+        streamed.extend(live.event for live in closed)
+        for live in closed:
+            extra = {} if not stage.decoding else {"provisional": not live.final}
+            for sink in sinks:
+                sink.emit(video_id, [live.event], **extra)
 
     start = time.perf_counter()
     # Only a live stream (a pipe) is scored in part-filled batches: files keep whole batches, so the
@@ -259,13 +214,14 @@ def stream_exam(
         try:
             for batch in reader:
                 tensor, indices = batch.filled()
-                probs = np.asarray(scorer.score(tensor), dtype=np.float32)
-                pool.release(batch)
-                if probs.shape != (indices.size, len(labels)):
-                    raise ValueError(f"the scorer returned {probs.shape} for {indices.size} frames x {len(labels)} labels")
-                decide(indices, probs)
-                if recorder is not None:
-                    recorder.add(indices, probs)
+                try:
+                    probs = checked_probabilities(scorer.score(tensor), indices, len(labels))
+                    for sink in sinks:
+                        sink.scored(ScoredBatch(indices, tensor, probs))
+                finally:
+                    pool.release(batch)
+                emit(stage.push(indices, probs))
+                recorder.add(indices, probs)
                 if frames == 0:
                     first = int(indices[0])
                 frames += indices.size
@@ -277,17 +233,18 @@ def stream_exam(
     seconds = time.perf_counter() - start
     if bar is not None:
         bar.close()
-    if frames == 0:
+    if frames == 0 and not isinstance(error, ScorerOutputError):
         if isinstance(error, VceError):
             raise InputError(str(error)) from None  # nothing scored: the input could not start (exit 2)
         if error is not None:
             raise error
         raise InputError(f"{source.name}: no frames")
-    decide(None, None)
-    if decoder is not None:  # the whole-video decision, exactly as `postprocess` makes it
-        events = video_events(*recorder.arrays(len(labels)), labels, post)
-    stats: SourceStats = source.stats
-    summary = RunSummary(
+    emit(stage.flush())
+    frame_indices, probs = recorder.arrays(len(labels))
+    # With the decoding on, the final file is the whole-video decision, exactly as `postprocess` makes it.
+    events = video_events(frame_indices, probs, labels, post) if stage.decoding else streamed
+    stats = source.stats
+    outcome = ExamOutcome(
         input=source.name,
         video_id=video_id,
         out=str(out),
@@ -302,17 +259,27 @@ def stream_exam(
         incomplete=error is not None,
         error=None if error is None else (str(error) or type(error).__name__),
     )
-    write_submission(
-        Path(out),
-        {video_id: events},
-        segmentation=post.segmentation,
-        order=post.order,
-        frame_ranges={video_id: (first, last)},
-        labels=labels,
-        extra={"vce_stream": summary.report()} if summary.incomplete else None,
-    )
-    if options.save_scores:
-        save_scores(options.save_scores, {video_id: recorder.arrays(len(labels))}, labels)
+    close_sinks(sinks, ExamResult(events, frame_indices, probs, outcome))
     if error is not None and not isinstance(error, VceError):
         raise error
-    return summary
+    return outcome
+
+
+def close_sinks(sinks: Sequence[Sink], result: ExamResult) -> None:
+    """Close every sink; one that cannot write does not stop the others (OutputError afterwards)."""
+    failures = []
+    for sink in sinks:
+        try:
+            sink.close(result)
+        except OSError as exc:
+            where = ", ".join(str(p) for p in sink.targets()) or type(sink).__name__
+            failures.append(f"{where}: {exc.strerror or exc}")
+    if failures:
+        written = [str(p) for sink in sinks for p in sink.targets() if not any(str(p) in f for f in failures)]
+        kept = f"; written: {', '.join(written)}" if written else ""
+        raise OutputError(f"could not write {'; '.join(failures)}{kept}")
+
+
+def source_path(source: FrameSource) -> str:
+    """The input path of `source` ("-" for a pipe), so no output overwrites it."""
+    return "-" if getattr(source, "is_pipe", False) else source.name

@@ -7,13 +7,12 @@ import yaml
 
 from vce_stream.atomic import atomic_write_text
 from vce_stream.config import to_dict
-from vce_stream.postprocess.config import PostprocessConfig
+from vce_stream.postprocess.config import PostprocessConfig, postprocess_settings
 from vce_stream.postprocess.calibrate import FEATURES, METRICS, CalibrationReport, SearchConfig, calibrate
 from vce_stream.errors import ConfigError, InputError
 from vce_stream.events.jsonio import read_submission
 from vce_stream.labels import validate_labels
 from vce_stream.scores import load_scores
-from vce_stream.postprocess.cli import load_postprocess_config
 
 
 def calibration_yaml(report: CalibrationReport, scores: str, gt: str) -> str:
@@ -64,10 +63,8 @@ def calibrate_command(
         if tuple(bundle.labels) != labels:  # refused before the search, not after it
             raise InputError(f"{bundle_dir}: the bundle's labels differ from the labels of {scores}")
         base = bundle.postprocess
-    elif config_path:
-        base = load_postprocess_config(config_path)
     else:
-        base = PostprocessConfig()
+        base = postprocess_settings(PostprocessConfig(), config_path, labels)
     try:
         base.thresholds_for(len(labels))
         search = SearchConfig(metric=metric, features=tuple(f for f in FEATURES if f not in without), folds=folds, rounds=rounds, seed=seed)

@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
-from vce_stream.config import from_dict, load_yaml
-from vce_stream.postprocess.config import PostprocessConfig, with_command_line
+from vce_stream.postprocess.config import PostprocessConfig, postprocess_settings
 from vce_stream.errors import ConfigError
 from vce_stream.events.jsonio import write_submission
 from vce_stream.scores import load_scores
 from vce_stream.postprocess.video import video_events
-
-
-def load_postprocess_config(path: str | Path) -> PostprocessConfig:
-    """A YAML file holding PostprocessConfig fields, at the top level or under `postprocess:`."""
-    data = load_yaml(path) or {}
-    if isinstance(data, dict) and "postprocess" in data:
-        data = data["postprocess"]
-    return from_dict(PostprocessConfig, data, where=str(path))
 
 
 @click.command()
@@ -35,9 +24,8 @@ def postprocess(scores: str, out: str, config_path: str | None, thresholds: str 
     Uses the same streaming engine as `run`, so re-tuning thresholds never needs the exam re-scored.
     """
     labels, videos = load_scores(scores)
-    config = load_postprocess_config(config_path) if config_path else PostprocessConfig()
     try:
-        config = with_command_line(config, labels, thresholds=thresholds, order=order, segmentation=segmentation)
+        config = postprocess_settings(PostprocessConfig(), config_path, labels, thresholds=thresholds, order=order, segmentation=segmentation)
     except ConfigError as exc:
         raise ConfigError(f"{scores}: {exc}") from None
     events = {vid: video_events(frames, probs, labels, config) for vid, (frames, probs) in videos.items()}

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from vce_stream.config import layered_settings
 from vce_stream.errors import ConfigError
 
 PerLabel = float | tuple[float, ...]
@@ -260,3 +261,20 @@ def with_command_line(
         raise ConfigError(str(exc)) from None
     result.thresholds_for(len(labels))  # the label count must fit
     return result
+
+
+def postprocess_settings(
+    base: PostprocessConfig,
+    config_path: str | None,
+    labels: tuple[str, ...],
+    *,
+    thresholds: str | None = None,
+    order: str | None = None,
+    segmentation: str | None = None,
+) -> PostprocessConfig:
+    """The bundle's post-processing, then the `--config` file's `postprocess:` section, then the
+    command-line options (`run`, `batch`, `postprocess` and `calibrate` all call this)."""
+    return layered_settings(
+        base, "postprocess", config_path,
+        lambda config: with_command_line(config, labels, thresholds=thresholds, order=order, segmentation=segmentation),
+    )  # fmt: skip
