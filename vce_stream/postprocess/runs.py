@@ -1,10 +1,10 @@
-"""The paper's per-class filter (SPEC §6) as run bounds on a dense row grid, one class at a time.
+"""A whole video on a dense row grid, and the paper's filter (SPEC §6) on it one class at a time.
 
-Decoding works on *rows*: the video's frames after the missing-frame policy (short holes filled with
-the last probabilities, `TemporalConfig.max_fill`), so row r is frame `frames[r]`. A long hole splits
-the rows into segments; the filter never joins runs across one (as `filters.offline_events`). Runs are
-pairs of int arrays (starts, inclusive ends) of rows, in time order. `filter_runs` gives exactly the
-runs of `filters.offline_events`, vectorised per class so a calibration search can call it often.
+Decoding works on *rows*: the video's frames after the missing-frame policy (`filters.fill_missing_frames`),
+so row r is frame `frames[r]`. A long hole splits the rows into segments; the filter never joins runs
+across one. Runs (`filters.Runs`) are rows, in time order. `filter_runs` is `filters.segment_runs` per
+segment for one class, so it gives exactly the runs of `filters.offline_events` while a calibration
+search calls it for one (class, threshold) at a time.
 """
 
 from __future__ import annotations
@@ -14,9 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vce_stream.postprocess.config import TemporalConfig
-from vce_stream.postprocess.filters import fill_missing_frames, median_filter_binary, run_bounds
-
-Runs = tuple[np.ndarray, np.ndarray]  # starts, inclusive ends (rows), int64, time order
+from vce_stream.postprocess.filters import Runs, fill_missing_frames, segment_runs
 
 
 @dataclass(frozen=True)
@@ -59,31 +57,15 @@ def densify(frame_indices: np.ndarray, probs: np.ndarray, max_fill: int) -> Dens
     return DenseVideo(rows, frames, segments, prefix)
 
 
-def merge_and_prune(runs: Runs, gap: int, min_len: int) -> Runs:
-    """Merge runs separated by at most `gap` rows, then drop runs shorter than `min_len` (SPEC §6 steps 3-4)."""
-    starts, ends = runs
-    if starts.size == 0:
-        return runs
-    keep_break = (starts[1:] - ends[:-1] - 1) > gap
-    starts = starts[np.concatenate([[True], keep_break])]
-    ends = ends[np.concatenate([keep_break, [True]])]
-    long_enough = ends - starts + 1 >= min_len
-    return starts[long_enough], ends[long_enough]
-
-
 def filter_runs(video: DenseVideo, column: int, threshold: float, config: TemporalConfig) -> Runs:
     """Runs of one class after threshold, median, gap merging and minimum length, per segment."""
     all_starts, all_ends = [], []
     for lo, hi in video.segments:
-        # A float64 threshold, as `filters.binarise`: a Python float would compare in float32 (NEP 50) and
-        # keep a float32 probability equal to float32(threshold) that the reference drops.
-        mask = video.probs[lo:hi, column : column + 1] >= np.float64(threshold)
-        mask = median_filter_binary(mask, config.window)[:, 0]
-        starts, ends = merge_and_prune(run_bounds(mask), config.gap, config.min_len)
+        starts, ends = segment_runs(video.probs[lo:hi, column : column + 1], [threshold], config)[0]
         all_starts.append(starts + lo)
         all_ends.append(ends + lo)
     if not all_starts:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return empty_runs()
     return np.concatenate(all_starts).astype(np.int64), np.concatenate(all_ends).astype(np.int64)
 
 

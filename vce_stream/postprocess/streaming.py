@@ -1,6 +1,7 @@
 """`MedianGapState`: the streaming form of SPEC §6, equal to `filters.offline_events` on any input.
 
-The state machine sees each frame once, in batches, and keeps per class only what the next frames can
+The semantics are `filters`' (its module docstring); this module holds only the incremental logic, and
+takes the threshold and the window vote from there. The state machine sees each frame once, in batches, and keeps per class only what the next frames can
 still change: the last `window - 1` binarised frames (for the median), their probabilities, and one open
 run (start, end, probability sums). Memory is O(window + classes) whatever the exam's length.
 
@@ -18,9 +19,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from vce_stream.postprocess.config import TemporalConfig
 from vce_stream.errors import FrameOrderError
 from vce_stream.events.event import Event
+from vce_stream.postprocess.config import TemporalConfig
+from vce_stream.postprocess.filters import binarise, window_votes
 
 
 class MedianGapState:
@@ -113,7 +115,7 @@ class MedianGapState:
         return rows
 
     def _advance(self, rows: np.ndarray) -> list[Event]:
-        binary = rows >= self._thresholds
+        binary = binarise(rows, self._thresholds)
         if self._pad is None:  # edge replication at the segment's start
             self._pad = np.repeat(binary[:1], self._half, axis=0)
         return self._median_out(np.concatenate([self._pad, binary]), rows)
@@ -126,9 +128,7 @@ class MedianGapState:
         if count <= 0:
             self._pad = padded
             return []
-        csum = np.cumsum(padded, axis=0, dtype=np.int32)
-        csum = np.concatenate([np.zeros((1, padded.shape[1]), np.int32), csum])
-        median = (csum[window:] - csum[:-window]) > self._half
+        median = window_votes(padded, self._half)
         self._pad = padded[count:]
         out_probs, self._pending_probs = self._pending_probs[:count], self._pending_probs[count:]
         return self._runs_out(median, out_probs)
