@@ -20,11 +20,15 @@ PerLabel = float | tuple[float, ...]
 
 
 def per_label(values: PerLabel, num_labels: int, name: str) -> tuple[float, ...]:
-    """One number for every label, or exactly one per label, as a tuple of `num_labels` floats."""
+    """One number for every label, or exactly one per label, as a tuple of `num_labels` floats.
+
+    The one broadcast of a per-label setting (thresholds, presence gates, evidence powers); `name`
+    says which in the error ("3 thresholds given for 17 labels").
+    """
     if isinstance(values, (int, float)):
         return (float(values),) * num_labels
     if len(values) != num_labels:
-        raise ConfigError(f"decoding: {name} has {len(values)} values for {num_labels} labels")
+        raise ConfigError(f"{len(values)} {name} given for {num_labels} labels")
     return tuple(float(v) for v in values)
 
 
@@ -180,7 +184,7 @@ class PostprocessConfig:
     segmentation: "tuple" (ground-truth style, a new event whenever the set of labels changes) or
         "label" (one event per label run).
     order: "confidence" (best for the scorer: file order is the ranking) or "time".
-    decoding: metric-aware decoding (vce_stream.decoding); off by default. When on, it produces
+    decoding: metric-aware decoding (`postprocess.decode`); off by default. When on, it produces
         single-label events that keep tuple boundaries, so it needs segmentation "label".
     """
 
@@ -197,17 +201,12 @@ class PostprocessConfig:
             raise ConfigError(f"order must be one of {ORDERS}, got {self.order!r}")
         if self.decoding.enabled and self.segmentation != "label":
             raise ConfigError("decoding.enabled needs segmentation: label (decoded events already keep tuple boundaries)")
-        values = (self.thresholds,) if isinstance(self.thresholds, (int, float)) else self.thresholds
-        if not all(0.0 <= float(t) <= 1.0 for t in values):
+        if not all(0.0 <= t <= 1.0 for t in _values(self.thresholds)):
             raise ConfigError(f"thresholds must lie in [0, 1], got {self.thresholds}")
 
     def thresholds_for(self, num_labels: int) -> tuple[float, ...]:
         """The per-label thresholds as a tuple of `num_labels` floats."""
-        if isinstance(self.thresholds, (int, float)):
-            return (float(self.thresholds),) * num_labels
-        if len(self.thresholds) != num_labels:
-            raise ConfigError(f"{len(self.thresholds)} thresholds given for {num_labels} labels")
-        return tuple(float(t) for t in self.thresholds)
+        return per_label(self.thresholds, num_labels, "thresholds")
 
 
 def override_thresholds(base: Sequence[float], spec: str, labels: Sequence[str]) -> tuple[float, ...]:

@@ -76,8 +76,8 @@ def decide_runs(video: DenseVideo, labels: Sequence[str], config: PostprocessCon
             if label in LANDMARK_SECTIONS:
                 runs[c] = landmark_runs(video, c, runs[c], label, path, decoding.landmarks.max_events, decoding.landmarks.radius)
     if decoding.gating.enabled:
-        gates = per_label(decoding.gating.gates, len(labels), "gating.gates")
-        powers = per_label(decoding.gating.evidence_power, len(labels), "gating.evidence_power")
+        gates = per_label(decoding.gating.gates, len(labels), "decoding.gating.gates values")
+        powers = per_label(decoding.gating.evidence_power, len(labels), "decoding.gating.evidence_power values")
         runs = [gate_runs(r, length_weighted(video.run_means(c, r), r, powers[c]), gates[c]) for c, r in enumerate(runs)]
     return Decision(runs, path)
 

@@ -47,8 +47,8 @@ class LiveDecoder:
         decoding = config.decoding
         self._filter = MedianGapState(self.labels, config.thresholds_for(len(self.labels)), config.temporal)
         self._gating = decoding.enabled and decoding.gating.enabled
-        self._gate = PresenceGate(per_label(decoding.gating.gates, len(self.labels), "gating.gates"))
-        self._powers = per_label(decoding.gating.evidence_power, len(self.labels), "gating.evidence_power")
+        self._gate = PresenceGate(per_label(decoding.gating.gates, len(self.labels), "decoding.gating.gates values"))
+        self._powers = per_label(decoding.gating.evidence_power, len(self.labels), "decoding.gating.evidence_power values")
         self._pending: list[list[Event]] = [[] for _ in self.labels]  # provisional runs per label
         self._landmarks = decoding.enabled and decoding.landmarks.enabled
         columns = anatomy_columns(self.labels)
