@@ -14,7 +14,7 @@ from vce_stream.model.config import arch_preset
 
 from train import checkpoint as ckpt
 from train.config import TrainConfig
-from train.loop import build_optimizer, build_scheduler
+from train.optim import build_optimizer, build_scheduler
 
 
 def tiny_config(**optim) -> TrainConfig:

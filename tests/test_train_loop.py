@@ -35,7 +35,9 @@ from vce_stream.model.bundle import load_bundle
 
 from train.config import DataConfig, TrainConfig, load_train_config
 from train.data import ground_truth_events, read_galar
-from train.loop import LOG_COLUMNS, Trainer, TrainingInterrupted, train
+from train.logs import LOG_COLUMNS
+from train.signals import TrainingInterrupted
+from train.trainer import Trainer, train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "examples" / "train_tiny.yaml"

@@ -29,7 +29,7 @@ def train(config_path: Path, data_dir: Path, out: Path, work_dir: Path | None, r
     import dataclasses
 
     from train.config import load_train_config
-    from train.loop import train as run_training
+    from train.trainer import train as run_training
 
     config = load_train_config(config_path)
     if device:

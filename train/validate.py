@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 from scipy.stats import rankdata
@@ -24,7 +25,7 @@ from vce_stream.postprocess import tuning
 from vce_stream.postprocess.config import PostprocessConfig
 from vce_stream.scores import VideoScores
 
-from train.config import ThresholdSearchConfig
+from train.config import ThresholdSearchConfig, TrainConfig
 from train.data import VideoFrames, ground_truth_events
 
 
@@ -136,6 +137,32 @@ def temporal_map(
     """Temporal mAP@0.5/0.95 of the validation videos under the post-processing `post`."""
     gt = gt if gt is not None else ground_truth_submission({v: videos[v] for v in predictions}, labels)
     return tuning.score_videos(full_rate(predictions, videos), gt, labels, post, where="validation prediction")
+
+
+def epoch_metrics(
+    predictions: dict[str, tuple[np.ndarray, np.ndarray]],
+    val_sampled: dict[str, VideoFrames],
+    val_full: dict[str, VideoFrames],
+    gt: dict[str, list[dict]],
+    config: TrainConfig,
+) -> dict[str, Any]:
+    """Frame metrics at F1-searched thresholds and the temporal mAP with those thresholds."""
+    labels = config.labels
+    targets = np.concatenate([val_sampled[v].targets for v in predictions])
+    scores = np.concatenate([p for _, p in predictions.values()])
+    thresholds = search_thresholds(targets, scores, config.thresholds)
+    per_class = frame_metrics(targets, scores, thresholds, labels)
+    post = with_thresholds(config.postprocess, thresholds)
+    temporal = temporal_map(predictions, val_full, labels, post, gt=gt)
+    return {
+        "macro_ap": macro(per_class, "ap"),
+        "macro_auc": macro(per_class, "auc"),
+        "macro_f1": macro(per_class, "f1"),
+        "temporal_map50": temporal.map50,
+        "temporal_map95": temporal.map95,
+        "thresholds": [float(t) for t in thresholds],
+        "per_class": [vars(m) for m in per_class],
+    }
 
 
 # -- the per-video presence rule -----------------------------------------------------------------------

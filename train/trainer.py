@@ -8,22 +8,22 @@ step: the sampler's whole state). Results are bit-for-bit repeatable for a fixed
 
 A step whose loss or gradient norm is not finite changes nothing (no optimiser or EMA step, BatchNorm
 statistics restored; the schedule advances, so it stays aligned with the step count) and is counted.
-SIGINT/SIGTERM stop the run at the next step boundary with a checkpoint (exit status 130).
+SIGINT/SIGTERM stop the run at the next step boundary with a checkpoint (exit status 130; `signals`).
+
+The pieces live beside it, one job each: `model` and `optim` (what trains), `inference` (validation
+probabilities), `validate` (metrics, thresholds, the presence rule), `logs` (what the run reports),
+`checkpoint` (what a resume reads).
 """
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import io
 import json
 import math
-import signal
 import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,39 +34,30 @@ from torch.utils.data import DataLoader
 
 from vce_stream.atomic import atomic_write_bytes, atomic_write_text
 from vce_stream.config import to_dict
-from vce_stream.sources.preprocess import PreprocessConfig
-from vce_stream.errors import ConfigError, InputError, VceError
+from vce_stream.engine.select import resolve_device
+from vce_stream.errors import ConfigError, InputError
 from vce_stream.scores import load_scores, save_scores
 
 from train import checkpoint as ckpt
+from train import validate as val
 from train.config import TrainConfig, config_differences
-from train.data import FrameDataset, VideoFrames, build_augment, concat_videos, read_galar, split_videos
+from train.data import FrameDataset, build_augment, concat_videos, read_galar, split_videos
 from train.ema import ModelEma
+from train.inference import Normalizer, predict_videos
+from train.logs import epoch_line, metric_value, progress_bar, write_logs
 from train.losses import TrainingLoss, positive_weights
 from train.mixup import apply_mixup, draw_mixup
+from train.model import build_model
+from train.optim import build_optimizer, build_scheduler
 from train.sampler import SqrtFrequencySampler, sqrt_frequency_weights
-from train import validate as val
+from train.signals import TrainingInterrupted, stop_on_signals
 
-EXIT_INTERRUPTED = 130
 # Config keys a resumed run may change: they do not change what is computed (samples carry their seeds).
 RESULT_NEUTRAL_KEYS = ("data.num_workers",)
 BEST_WEIGHTS = "best-ema.safetensors"
 BEST_SCORES = "best-val-scores.npz"
-LOG_CSV = "log.csv"
-LOG_JSONL = "log.jsonl"
 CONFIG_COPY = "config.yaml"
 SPLIT_FILE = "split.json"
-# Columns of log.csv, in order (per-class metrics are in log.jsonl).
-LOG_COLUMNS = (
-    "epoch", "steps", "skipped_steps", "loss", "asl", "contrastive", "lr_backbone", "lr_heads",
-    "macro_ap", "macro_auc", "macro_f1", "temporal_map50", "temporal_map95", "seconds",
-)
-
-
-class TrainingInterrupted(VceError):
-    """SIGINT/SIGTERM during training: the checkpoint was written; `--resume` continues."""
-
-    exit_code = EXIT_INTERRUPTED
 
 
 @dataclass(frozen=True)
@@ -86,204 +77,9 @@ def step_seed(seed: int, global_step: int) -> int:
     return int(np.random.SeedSequence([seed, 1, global_step]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device: cuda requested but no CUDA device is available")
-    return torch.device(name)
-
-
 def default_work_dir(out: Path) -> Path:
     """Checkpoints and logs live beside the bundle (BUNDLE.train/), so the bundle stays small to copy."""
     return out.parent / f"{out.name}.train"
-
-
-class Normalizer(torch.nn.Module):
-    """uint8 (B, 3, S, S) -> normalised float32, through the model's own `UInt8Normalize`: the one place
-    the normalisation is defined, for inference engines and training alike."""
-
-    def __init__(self, preprocess: PreprocessConfig) -> None:
-        super().__init__()
-        from vce_stream.model.classifier import UInt8Normalize
-
-        self.normalize = UInt8Normalize(preprocess)
-
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        return self.normalize(frames.permute(0, 2, 3, 1))
-
-
-@contextlib.contextmanager
-def stop_on_signals() -> Iterator[threading.Event]:
-    """An event set by SIGINT/SIGTERM, so the loop stops at a step boundary and checkpoints."""
-    requested = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield requested
-        return
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    for sig in previous:
-        signal.signal(sig, lambda *_: requested.set())
-    try:
-        yield requested
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-# -- model and optimiser -------------------------------------------------------------------------------
-
-
-def load_text_embeddings(config: TrainConfig) -> torch.Tensor | None:
-    """The label prompt embeddings: a safetensors file, the pretrained text tower, or None (random)."""
-    model_cfg = config.model
-    if model_cfg.text_embeddings:
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            tensors = load_file(model_cfg.text_embeddings)
-        except (FileNotFoundError, SafetensorError, OSError) as exc:
-            raise InputError(f"{model_cfg.text_embeddings}: not a readable safetensors file ({exc})") from None
-        if "text_embeddings" not in tensors:
-            raise InputError(f"{model_cfg.text_embeddings}: no 'text_embeddings' tensor")
-        return tensors["text_embeddings"].float()
-    if model_cfg.pretrained:
-        from vce_stream.model.backbone import encode_prompts, locate_open_clip
-        from vce_stream.model.heads import label_prompts
-
-        return encode_prompts(locate_open_clip(model_cfg.pretrained), label_prompts(config.labels))
-    return None
-
-
-def build_model(config: TrainConfig) -> torch.nn.Module:
-    from vce_stream.model.classifier import build_classifier
-
-    try:
-        return build_classifier(config.arch, load_text_embeddings(config), config.model.pretrained, seed=config.seed)
-    except ValueError as exc:
-        raise ConfigError(f"model: {exc}") from None
-
-
-def trainable_groups(model: torch.nn.Module, mode: str) -> dict[str, list[torch.nn.Parameter]]:
-    """The parameter groups that train under optim.trainable; the others get requires_grad False."""
-    groups = model.param_groups()
-    keep = {"all": ("backbone", "differential", "heads"), "differential": ("differential", "heads"), "heads": ("heads",)}[mode]
-    for name, params in groups.items():
-        for p in params:
-            p.requires_grad_(name in keep)
-    return {name: params for name, params in groups.items() if name in keep and params}
-
-
-def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> tuple[torch.optim.AdamW, list[str]]:
-    """AdamW over the trainable groups; weight decay on matrices only (not biases, norms, scalars).
-
-    Returns the optimiser and each param group's role name (for per-group LRs and the log).
-    """
-    opt = config.optim
-    lrs = {"backbone": opt.lr_backbone, "differential": opt.lr_differential or opt.lr_heads, "heads": opt.lr_heads}
-    param_groups, roles = [], []
-    for role, params in trainable_groups(model, opt.trainable).items():
-        for decay in (True, False):
-            chosen = [p for p in params if (p.ndim >= 2) == decay]
-            if chosen:
-                param_groups.append({"params": chosen, "lr": lrs[role], "weight_decay": opt.weight_decay if decay else 0.0})
-                roles.append(role)
-    return torch.optim.AdamW(param_groups, betas=opt.betas), roles
-
-
-def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int) -> torch.optim.lr_scheduler.OneCycleLR:
-    opt = config.optim
-    return torch.optim.lr_scheduler.OneCycleLR(
-        optimizer,
-        max_lr=[group["lr"] for group in optimizer.param_groups],
-        total_steps=total_steps,
-        pct_start=opt.pct_start,
-        div_factor=opt.div_factor,
-        final_div_factor=opt.final_div_factor,
-        cycle_momentum=opt.cycle_momentum,
-    )
-
-
-# -- validation inference ------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def predict_videos(
-    model: torch.nn.Module,
-    videos: dict[str, VideoFrames],
-    config: TrainConfig,
-    device: torch.device,
-    normalizer: Normalizer,
-    amp_dtype: torch.dtype | None,
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Sigmoid probabilities of every (sampled) validation frame: video id -> (indices, probs)."""
-    files, targets = concat_videos(list(videos.values()))
-    dataset = FrameDataset(files, targets, config.preprocess)
-    loader = DataLoader(dataset, batch_size=config.eval_batch_size, shuffle=False, num_workers=config.data.num_workers)
-    model.eval()
-    outputs = []
-    for frames, _ in loader:
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = model(normalizer(frames.to(device, non_blocking=True))).logits
-        outputs.append(torch.sigmoid(logits.float()).cpu().numpy())
-    probs = np.concatenate(outputs) if outputs else np.zeros((0, len(config.labels)), np.float32)
-    out, start = {}, 0
-    for vid, video in videos.items():
-        out[vid] = (video.index, probs[start : start + len(video)])
-        start += len(video)
-    return out
-
-
-def epoch_metrics(
-    predictions: dict[str, tuple[np.ndarray, np.ndarray]],
-    val_sampled: dict[str, VideoFrames],
-    val_full: dict[str, VideoFrames],
-    gt: dict[str, list[dict]],
-    config: TrainConfig,
-) -> dict[str, Any]:
-    """Frame metrics at F1-searched thresholds and the temporal mAP with those thresholds."""
-    labels = config.labels
-    targets = np.concatenate([val_sampled[v].targets for v in predictions])
-    scores = np.concatenate([p for _, p in predictions.values()])
-    thresholds = val.search_thresholds(targets, scores, config.thresholds)
-    per_class = val.frame_metrics(targets, scores, thresholds, labels)
-    post = val.with_thresholds(config.postprocess, thresholds)
-    temporal = val.temporal_map(predictions, val_full, labels, post, gt=gt)
-    return {
-        "macro_ap": val.macro(per_class, "ap"),
-        "macro_auc": val.macro(per_class, "auc"),
-        "macro_f1": val.macro(per_class, "f1"),
-        "temporal_map50": temporal.map50,
-        "temporal_map95": temporal.map95,
-        "thresholds": [float(t) for t in thresholds],
-        "per_class": [vars(m) for m in per_class],
-    }
-
-
-# -- logs ----------------------------------------------------------------------------------------------
-
-
-def write_logs(work_dir: Path, history: list[dict[str, Any]]) -> None:
-    """log.csv (one row per epoch, LOG_COLUMNS) and log.jsonl (everything), rewritten from the history."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(LOG_COLUMNS)
-    for row in history:
-        writer.writerow([_csv_value(row.get(c)) for c in LOG_COLUMNS])
-    atomic_write_text(work_dir / LOG_CSV, buffer.getvalue())
-    atomic_write_text(work_dir / LOG_JSONL, "".join(json.dumps(row, allow_nan=True) + "\n" for row in history))
-
-
-def _csv_value(value: Any) -> Any:
-    return f"{value:.6g}" if isinstance(value, float) else ("" if value is None else value)
-
-
-def metric_value(row: dict[str, Any], name: str) -> float:
-    value = row.get(name)
-    return float(value) if value is not None and math.isfinite(value) else float("-inf")
-
-
-# -- the run -------------------------------------------------------------------------------------------
 
 
 class Trainer:
@@ -446,7 +242,7 @@ class Trainer:
         if state.step_in_epoch == 0 or not state.epoch_totals:
             state.epoch_totals = {"loss": 0.0, "asl": 0.0, "contrastive": 0.0, "done": 0, "skipped": 0}
         totals = state.epoch_totals
-        bar = _progress(self.progress, self.steps_per_epoch - state.step_in_epoch, f"epoch {state.epoch + 1}/{cfg.epochs}")
+        bar = progress_bar(self.progress, self.steps_per_epoch - state.step_in_epoch, f"epoch {state.epoch + 1}/{cfg.epochs}")
         batches = iter(loader)
         with bar:
             while True:
@@ -496,7 +292,7 @@ class Trainer:
     def _validate(self, state: ckpt.TrainState, train_stats: dict[str, float], seconds: float) -> dict[str, Any]:
         cfg = self.config
         predictions = predict_videos(self.ema.module, self.val_sampled, cfg, self.device, self.normalizer, self.amp_dtype)
-        metrics = epoch_metrics(predictions, self.val_sampled, self.val_full, self.gt, cfg)
+        metrics = val.epoch_metrics(predictions, self.val_sampled, self.val_full, self.gt, cfg)
         lrs = {role: group["lr"] for role, group in zip(self.roles, self.optimizer.param_groups)}
         row = {"epoch": state.epoch + 1, **train_stats, "lr_backbone": lrs.get("backbone"), "lr_heads": lrs.get("heads"),
                **metrics, "seconds": seconds}
@@ -539,7 +335,7 @@ class Trainer:
                 state.step_in_epoch = 0
                 self._checkpoint(state)
                 write_logs(self.work_dir, state.history)
-                self.log(_summary(row, cfg.select_metric))
+                self.log(epoch_line(row, cfg.select_metric))
         return self._finish(state)
 
     # -- the bundle ------------------------------------------------------------------------------------
@@ -602,32 +398,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, np.integer):
         return int(value)
     return value
-
-
-def _summary(row: dict[str, Any], select: str) -> str:
-    return (f"epoch {row['epoch']}: loss {row['loss']:.4f} ({row['skipped_steps']} skipped), "
-            f"macro AP {row['macro_ap']:.4f}, AUC {row['macro_auc']:.4f}, F1 {row['macro_f1']:.4f}, "
-            f"temporal mAP@0.5 {row['temporal_map50']:.4f} @0.95 {row['temporal_map95']:.4f} "
-            f"[{select}] {row['seconds']:.1f}s")
-
-
-class _NoBar:
-    def __enter__(self) -> _NoBar:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def update(self, n: int) -> None:
-        return None
-
-
-def _progress(enabled: bool, length: int, label: str) -> Any:
-    if not enabled:
-        return _NoBar()
-    import click
-
-    return click.progressbar(length=length, label=label, file=sys.stderr, show_pos=True, show_eta=True)
 
 
 def train(config: TrainConfig, data_dir: str | Path, out: str | Path, **options: Any) -> TrainResult:
