@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from engines import BuildContext, get_builder
+from vce_stream.atomic import check_replaceable, replace_directory
 from vce_stream.engine.cache import TEMP_PREFIX, cache_key, default_cache_root, entry_name, timing_cache_path
 from vce_stream.engine.backends import get_backend, library_versions
 from vce_stream.engine.device import DeviceFacts, device_facts
@@ -175,20 +176,9 @@ def _measure(
 
 def _check_replaceable(target: Path) -> None:
     """An existing target may be replaced only if it is an engine directory (or empty)."""
-    if target.exists():
-        if not target.is_dir():
-            raise VceError(f"{target}: exists and is not a directory; refusing to overwrite it with an engine")
-        if any(target.iterdir()) and not (target / MANIFEST_NAME).is_file():
-            raise VceError(f"{target}: exists, is not empty and is not an engine directory; refusing to overwrite it")
+    check_replaceable(target, MANIFEST_NAME, "an engine directory")
 
 
 def _move_into_place(workdir: Path, target: Path) -> None:
     """Rename the finished build over `target` (an old engine there is removed only afterwards)."""
-    _check_replaceable(target)
-    old = None
-    if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{target.name}.old.", dir=target.parent))
-        os.replace(target, old / "engine")
-    os.replace(workdir, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    replace_directory(workdir, target, marker=MANIFEST_NAME, what="an engine directory", temp_prefix=f"{TEMP_PREFIX}{target.name}.")

@@ -31,7 +31,8 @@ from vce_stream.batch.driver import BatchJob, BatchReport, run_batch
 from vce_stream.batch.local import LocalPool
 from vce_stream.batch.ray_runner import RayConfig, RayRunner
 from vce_stream.batch.task import score_exam
-from vce_stream.model.bundle import create_random_bundle, load_bundle
+from vce_stream.model.bundle import load_bundle
+from vce_stream.model.random_bundle import create_random_bundle
 from vce_stream.pipeline.run import RunOptions
 from vce_stream.synthetic import SyntheticConfig, make_exam
 

@@ -29,7 +29,8 @@ from vce_stream.engine.profile import BatchProfile
 from vce_stream.engine.select import make_scorer
 from vce_stream.engine.backends.pytorch import TorchScorer
 from vce_stream.engine.backends.tensorrt import tensorrt_available
-from vce_stream.model.bundle import create_random_bundle, load_bundle
+from vce_stream.model.bundle import load_bundle
+from vce_stream.model.random_bundle import create_random_bundle
 from vce_stream.model.config import ARCH_PRESETS
 from vce_stream.engine.backends.pytorch import torch_scorer
 

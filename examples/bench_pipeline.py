@@ -161,7 +161,8 @@ def main() -> None:
     rows.append(("2 pipeline, zero-cost model", f"{plumbing:.0f} fps", f"source alone {ours:.0f} fps", f"{plumbing / ours:.2f} (>= 0.9)"))
 
     if args.model_frames:
-        from vce_stream.model.bundle import create_random_bundle, load_bundle
+        from vce_stream.model.bundle import load_bundle
+        from vce_stream.model.random_bundle import create_random_bundle
 
         with tempfile.TemporaryDirectory() as tmp:
             bundle = load_bundle(create_random_bundle(Path(tmp) / "bundle", args.model_arch, seed=0))

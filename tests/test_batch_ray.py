@@ -17,7 +17,7 @@ from vce_stream.batch.journal import DONE, FAILED, read_journal
 from vce_stream.cli import main
 from vce_stream.batch.ray_runner import check_reachable
 from vce_stream.errors import EXIT_SOME_FAILED, InputError
-from vce_stream.model.bundle import create_random_bundle
+from vce_stream.model.random_bundle import create_random_bundle
 from vce_stream.synthetic import SyntheticConfig, make_exam
 
 ray = pytest.importorskip("ray")

@@ -23,7 +23,8 @@ from vce_stream.batch.journal import DONE, FAILED, INCOMPLETE, STARTED, read_jou
 from vce_stream.cli import main
 from vce_stream.errors import EXIT_BAD_INPUT, EXIT_SOME_FAILED
 from vce_stream.events.jsonio import read_submission
-from vce_stream.model.bundle import create_random_bundle, load_bundle
+from vce_stream.model.bundle import load_bundle
+from vce_stream.model.random_bundle import create_random_bundle
 from vce_stream.pipeline.run import RunOptions, run_exam
 from vce_stream.synthetic import SyntheticConfig, make_exam
 from vce_stream.engine.backends.pytorch import torch_scorer

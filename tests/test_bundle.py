@@ -17,14 +17,8 @@ from vce_stream.postprocess.config import PostprocessConfig, TemporalConfig
 from vce_stream.engine.base import FrameScorer
 from vce_stream.errors import InputError
 from vce_stream.labels import LABELS
-from vce_stream.model.bundle import (
-    MANIFEST_NAME,
-    WEIGHTS_NAME,
-    create_random_bundle,
-    load_bundle,
-    replace_postprocess,
-    save_bundle,
-)
+from vce_stream.model.bundle import MANIFEST_NAME, WEIGHTS_NAME, load_bundle, replace_postprocess, save_bundle
+from vce_stream.model.random_bundle import create_random_bundle
 from vce_stream.model.classifier import build_classifier
 from vce_stream.model.config import arch_preset
 from vce_stream.engine.backends.pytorch import torch_scorer

@@ -108,7 +108,8 @@ def test_calibrate_command_writes_settings_postprocess_reproduces(tmp_path, inpu
 
 
 def test_calibrate_writes_into_a_bundle_that_still_loads(tmp_path, input_files, capsys):
-    from vce_stream.model.bundle import create_random_bundle, load_bundle
+    from vce_stream.model.bundle import load_bundle
+    from vce_stream.model.random_bundle import create_random_bundle
 
     scores_path, gt_path = input_files
     bundle_dir = create_random_bundle(tmp_path / "bundle", arch="tiny", seed=0)
@@ -137,7 +138,8 @@ def test_calibrate_command_bad_input_is_one_line_status_2(tmp_path, capsys):
 
 
 def test_calibrate_refuses_a_bundle_of_other_labels_before_searching(tmp_path, input_files, capsys):
-    from vce_stream.model.bundle import MANIFEST_NAME, create_random_bundle
+    from vce_stream.model.bundle import MANIFEST_NAME
+    from vce_stream.model.random_bundle import create_random_bundle
 
     scores_path, gt_path = input_files
     bundle_dir = create_random_bundle(tmp_path / "bundle", labels=["polyp", "ulcer"])

@@ -24,7 +24,8 @@ from vce_stream.cli import main
 from vce_stream.postprocess.config import PostprocessConfig
 from vce_stream.errors import VceError
 from vce_stream.events.jsonio import read_submission
-from vce_stream.model.bundle import create_random_bundle, load_bundle
+from vce_stream.model.bundle import load_bundle
+from vce_stream.model.random_bundle import create_random_bundle
 from vce_stream.engine.select import choose_engine, make_scorer
 from vce_stream.engine.backends.pytorch import torch_scorer
 

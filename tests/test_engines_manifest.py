@@ -230,7 +230,8 @@ def test_engine_layer_report_precisions_are_read_and_checked():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_a_tensorrt_engine_is_refused_where_there_is_no_cuda(tmp_path):
     from vce_stream.engine.select import choose_engine
-    from vce_stream.model.bundle import create_random_bundle, load_bundle
+    from vce_stream.model.bundle import load_bundle
+    from vce_stream.model.random_bundle import create_random_bundle
 
     bundle = load_bundle(create_random_bundle(tmp_path / "bundle", "tiny", seed=0))
     write_manifest(tmp_path / "engine", trt_manifest(bundle_hash=bundle.content_hash, labels=bundle.labels))
@@ -244,7 +245,8 @@ def test_tensorrt_engine_builds_and_agrees_with_pytorch_on_gpu(tmp_path):
     pytest.importorskip("torch_tensorrt")
     from engines.build import build_engine
     from vce_stream.engine.select import make_scorer
-    from vce_stream.model.bundle import create_random_bundle, load_bundle
+    from vce_stream.model.bundle import load_bundle
+    from vce_stream.model.random_bundle import create_random_bundle
 
     bundle = load_bundle(create_random_bundle(tmp_path / "bundle", "tiny"))
     for precision in ("fp32", "fp16"):

@@ -11,7 +11,7 @@ import pytest
 
 from vce_stream.cli import main
 from vce_stream.events.jsonio import read_submission
-from vce_stream.model.bundle import create_random_bundle
+from vce_stream.model.random_bundle import create_random_bundle
 from vce_stream.synthetic import SyntheticConfig, make_exam
 
 

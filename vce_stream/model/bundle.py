@@ -18,30 +18,25 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import yaml
 from torch import nn
 
 from vce_stream import __version__
-from vce_stream.atomic import atomic_write_text
+from vce_stream.atomic import atomic_directory, atomic_write_text, write_file_synced
 from vce_stream.config import from_dict, load_yaml, to_dict
 from vce_stream.postprocess.config import PostprocessConfig
 from vce_stream.sources.preprocess import PreprocessConfig
 from vce_stream.errors import ConfigError, InputError
 from vce_stream.labels import LABELS, RARE_VISION, LabelSet
 from vce_stream.model.classifier import DiffClipClassifier, FrameProbabilityModel, build_classifier
-from vce_stream.model.config import ArchConfig, arch_preset
+from vce_stream.model.config import ArchConfig
 from vce_stream.model.heads import label_prompts
-
-if TYPE_CHECKING:
-    from vce_stream.engine.backends.pytorch import TorchScorer
 
 BUNDLE_FORMAT = "vce-stream-bundle"
 FORMAT_VERSION = 1
@@ -144,10 +139,6 @@ class ModelBundle:
         """uint8 frames -> probabilities (normalisation inside), in eval mode: what engines export."""
         return FrameProbabilityModel(self.build_model(device), self.preprocess).to(device).eval()
 
-    def describe(self) -> str:
-        """Human-readable summary (what `vce-stream info` prints)."""
-        return describe_bundle(self)
-
 
 # --- loading --------------------------------------------------------------------------------------
 
@@ -196,7 +187,7 @@ def _parse_manifest(path: Path, vocabulary: LabelSet | None) -> BundleManifest:
     except ConfigError as exc:
         raise InputError(str(exc)) from None
     try:
-        _check_labels(manifest.labels, vocabulary)
+        check_bundle_labels(manifest.labels, vocabulary)
     except ValueError as exc:
         raise InputError(f"{path}: {exc}") from None
     n = len(manifest.labels)
@@ -219,8 +210,9 @@ def _parse_manifest(path: Path, vocabulary: LabelSet | None) -> BundleManifest:
     return manifest
 
 
-def _check_labels(labels: Sequence[str], vocabulary: LabelSet | None) -> tuple[str, ...]:
-    """The names as a tuple if they are distinct (and in `vocabulary` when one is given); else ValueError."""
+def check_bundle_labels(labels: Sequence[str], vocabulary: LabelSet | None = RARE_VISION) -> tuple[str, ...]:
+    """A bundle's label names as a tuple if they are distinct and (when `vocabulary` is given) all in
+    `vocabulary`; else ValueError."""
     return vocabulary.check_names(labels) if vocabulary is not None else LabelSet.from_names(labels).names
 
 
@@ -336,7 +328,7 @@ def save_bundle(
     Returns the bundle path.
     """
     out = Path(out_dir)
-    labels = _check_labels(list(labels), vocabulary)
+    labels = check_bundle_labels(list(labels), vocabulary)
     if arch.num_labels != len(labels):
         raise ValueError(f"arch.num_labels is {arch.num_labels} but {len(labels)} labels were given")
     if getattr(model, "arch", arch) != arch:
@@ -378,7 +370,9 @@ def save_bundle(
         source=dict(source or {}),
         extra=dict(extra or {}),
     )
-    _write_bundle_dir(out, {WEIGHTS_NAME: data, MANIFEST_NAME: manifest_yaml(manifest).encode("utf-8")})
+    with atomic_directory(out, marker=MANIFEST_NAME, what="a model bundle") as staged:
+        write_file_synced(staged / WEIGHTS_NAME, data)
+        write_file_synced(staged / MANIFEST_NAME, manifest_yaml(manifest).encode("utf-8"))
     return out
 
 
@@ -402,119 +396,3 @@ def replace_postprocess(path: str | os.PathLike[str], postprocess: PostprocessCo
         raise InputError(f"{manifest_path}: postprocess: {exc}") from None
     atomic_write_text(manifest_path, manifest_yaml(dataclasses.replace(bundle.manifest, postprocess=postprocess)))
     return load_bundle(path)
-
-
-def _write_bundle_dir(out: Path, files: dict[str, bytes]) -> None:
-    """Write `files` into a fresh directory beside `out`, then rename it to `out`."""
-    if out.exists():
-        if not out.is_dir():
-            raise InputError(f"{out}: exists and is not a directory; refusing to overwrite it with a bundle")
-        if any(out.iterdir()) and not (out / MANIFEST_NAME).is_file():
-            raise InputError(f"{out}: exists, is not empty and is not a model bundle; refusing to overwrite it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; a bundle is an ordinary directory
-        for name, data in files.items():
-            with open(tmp / name, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-        old = None
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-            os.replace(out, old / "bundle")
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-        _fsync_dir(out.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def create_random_bundle(
-    out_dir: str | os.PathLike[str],
-    arch: str | ArchConfig = "tiny",
-    seed: int = 0,
-    *,
-    labels: Sequence[str] = LABELS,
-    thresholds: float | Sequence[float] = 0.5,
-    vocabulary: LabelSet | None = RARE_VISION,
-) -> Path:
-    """A valid bundle with randomly initialised weights (tests, the quick start, benchmarks).
-
-    `arch` is a preset name ("tiny", "vit_base_patch16_224") or an ArchConfig. The text embeddings are
-    seeded random unit vectors, not the output of a text tower (a random text tower would give
-    embeddings just as meaningless, and needs a tokenizer). Same seed, same bytes.
-    """
-    config = arch_preset(arch) if isinstance(arch, str) else arch
-    labels = _check_labels(list(labels), vocabulary)
-    if config.num_labels != len(labels):
-        config = dataclasses.replace(config, num_labels=len(labels))
-    model = build_classifier(config, seed=seed).eval()
-    source = {
-        "kind": "random",
-        "seed": seed,
-        "arch_preset": arch if isinstance(arch, str) else None,
-        "text_embeddings": "seeded random unit vectors (no text tower)",
-    }
-    return save_bundle(out_dir, model, config, labels, thresholds=thresholds, source=source, vocabulary=vocabulary)
-
-
-# --- description ----------------------------------------------------------------------------------
-
-
-def describe_bundle(bundle: ModelBundle) -> str:
-    """A few lines on what `bundle` holds (`vce-stream info`)."""
-    arch, pre, post = bundle.arch, bundle.preprocess, bundle.postprocess
-    size = bundle.weights_path.stat().st_size
-    weights = bundle.manifest.weights
-    attention = (
-        f"differential (lambda_init {arch.lambda_init}, schedule {arch.lambda_schedule}, "
-        f"head RMSNorm {'on' if arch.head_rmsnorm else 'off'})"
-        if arch.differential
-        else "plain"
-    )
-    t = post.temporal
-    thresholds = ", ".join(f"{label} {value:.3g}" for label, value in zip(bundle.labels, bundle.thresholds))
-    lines = [
-        f"bundle        {bundle.path}",
-        f"format        {bundle.manifest.format} v{bundle.manifest.format_version} ({bundle.manifest.created_by})",
-        f"content hash  {bundle.content_hash}",
-        f"weights       {weights.file} ({size / 1e6:.1f} MB, sha256 {weights.sha256[:16]}...)",
-        f"model         {arch.timm_model}: {arch.img_size}px, patch {arch.patch_size}, width {arch.width}, "
-        f"depth {arch.depth}, {arch.num_heads} heads, feature {arch.feature_dim}",
-        f"attention     {attention}",
-        f"heads         excitation (hidden {arch.se_hidden}), dropout {arch.dropout}, "
-        f"{arch.num_labels} labels; contrastive",
-        f"preprocess    short side to {pre.size} ({pre.interpolation}), centre crop, "
-        f"mean {list(pre.mean)}, std {list(pre.std)}",
-        f"temporal      window {t.window}, gap {t.gap}, min length {t.min_len}, max fill {t.max_fill}; "
-        f"segmentation {post.segmentation}, order {post.order}",
-        f"labels ({len(bundle.labels)})   {', '.join(bundle.labels)}",
-        f"thresholds    {thresholds}",
-        f"prompt        {bundle.prompts[0]!r}{' ...' if len(bundle.prompts) > 1 else ''}",
-    ]
-    if bundle.manifest.source:
-        lines.append(f"source        {json.dumps(bundle.manifest.source, sort_keys=True)}")
-    return "\n".join(lines)
