@@ -7,33 +7,24 @@ Stages, each optional (`DecodingConfig`), in this order:
 4. gating: a label is kept in the video only if one of its runs reaches its presence gate;
 5. ranking: runs are cut at every change of the decided label set (tuple boundaries) and each piece
    gets a confidence; the writer lists them by descending confidence (segmentation "label").
-`decide_runs` stops after step 4 (what `calibrate` searches over); `decode_events` runs them all.
+`decide_runs` stops after step 4 (what the presence search, `tuning.best_run_evidence`, compares gates
+with); `decode_events` runs them all.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
-from vce_stream.postprocess.config import PostprocessConfig
 from vce_stream.postprocess.anatomy import monotone_viterbi, section_emissions, section_runs
-from vce_stream.postprocess.config import DecodingConfig, per_label
+from vce_stream.postprocess.config import DecodingConfig, PostprocessConfig, per_label
 from vce_stream.postprocess.gating import gate_runs
 from vce_stream.postprocess.landmarks import LANDMARK_SECTIONS, boundary_row, select_landmark_runs
 from vce_stream.postprocess.ranking import change_points, cut_runs
 from vce_stream.postprocess.runs import DenseVideo, Runs, densify, filter_runs, length_weighted
 from vce_stream.events.event import Event
 from vce_stream.labels import ANATOMY_ORDER
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What the decoder decided for one video: per label its runs (rows), and the anatomy path or None."""
-
-    runs: list[Runs]
-    path: np.ndarray | None
 
 
 def anatomy_columns(labels: Sequence[str]) -> list[int] | None:
@@ -60,8 +51,8 @@ def landmark_runs(
     return select_landmark_runs(runs, video.run_means(column, runs), boundary, limit, max_events)
 
 
-def decide_runs(video: DenseVideo, labels: Sequence[str], config: PostprocessConfig) -> Decision:
-    """Steps 1-4 for one video."""
+def decide_runs(video: DenseVideo, labels: Sequence[str], config: PostprocessConfig) -> list[Runs]:
+    """Steps 1-4 for one video: per label, its decided runs (rows)."""
     decoding: DecodingConfig = config.decoding
     thresholds = config.thresholds_for(len(labels))
     runs = [filter_runs(video, c, thresholds[c], config.temporal) for c in range(len(labels))]
@@ -79,7 +70,7 @@ def decide_runs(video: DenseVideo, labels: Sequence[str], config: PostprocessCon
         gates = per_label(decoding.gating.gates, len(labels), "decoding.gating.gates values")
         powers = per_label(decoding.gating.evidence_power, len(labels), "decoding.gating.evidence_power values")
         runs = [gate_runs(r, length_weighted(video.run_means(c, r), r, powers[c]), gates[c]) for c, r in enumerate(runs)]
-    return Decision(runs, path)
+    return runs
 
 
 def ranked_events(video: DenseVideo, labels: Sequence[str], runs: Sequence[Runs], config: DecodingConfig) -> list[Event]:
@@ -100,5 +91,4 @@ def decode_events(frame_indices: np.ndarray, probs: np.ndarray, labels: Sequence
     video = densify(frame_indices, probs, config.temporal.max_fill)
     if video.rows == 0:
         return []
-    decision = decide_runs(video, labels, config)
-    return ranked_events(video, labels, decision.runs, config.decoding)
+    return ranked_events(video, labels, decide_runs(video, labels, config), config.decoding)

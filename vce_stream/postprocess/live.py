@@ -20,9 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vce_stream.postprocess.config import PostprocessConfig
 from vce_stream.postprocess.anatomy import OnlineMonotoneViterbi, section_emissions
-from vce_stream.postprocess.config import per_label
+from vce_stream.postprocess.config import PostprocessConfig, per_label
 from vce_stream.postprocess.decode import anatomy_columns
 from vce_stream.postprocess.gating import PresenceGate
 from vce_stream.postprocess.landmarks import LANDMARK_SECTIONS

@@ -76,4 +76,5 @@ def length_weighted(means: np.ndarray, runs: Runs, power: float) -> np.ndarray:
 
 
 def empty_runs() -> Runs:
+    """No runs (what a dropped label decides)."""
     return np.zeros(0, np.int64), np.zeros(0, np.int64)

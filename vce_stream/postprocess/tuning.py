@@ -162,10 +162,9 @@ def best_run_evidence(frames: np.ndarray, probs: np.ndarray, labels: Sequence[st
     video = densify(frames, probs, post.temporal.max_fill)
     if video.rows == 0:
         return {}
-    decision = decide_runs(video, labels, ungated)
     power = post.decoding.gating.evidence_power
     out = {}
-    for c, runs in enumerate(decision.runs):
+    for c, runs in enumerate(decide_runs(video, labels, ungated)):
         if runs[0].size:
             out[labels[c]] = float(length_weighted(video.run_means(c, runs), runs, power).max())
     return out

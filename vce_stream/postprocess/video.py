@@ -31,8 +31,8 @@ def video_events(
 ) -> list[Event]:
     """The events written to the final file for one whole video.
 
-    This is the one function `postprocess`, `calibrate` and `run` (for its final file) call, so every
-    path decides events the same way. With `config.decoding` enabled it is the metric-aware decoding
+    This is the one function `postprocess`, `run` (for its final file) and the tuning of `calibrate`
+    and training (`tuning.decide_events`) call, so every path decides events the same way. With `config.decoding` enabled it is the metric-aware decoding
     (vce_stream.postprocess.decode), otherwise the paper's post-processing through the streaming engine.
     """
     if config.decoding.enabled:
