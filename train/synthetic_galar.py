@@ -6,21 +6,21 @@ esophagus, stomach, small intestine, colon in order, each a stretch of the video
 pathology that is active draws a disc of its own colour at a random place. Landmarks sit at the section
 transitions (z-line, pylorus, ileocecal valve); pathologies are short random events.
 
-Layout written: `<root>/<video_id>/frame_<number:06d>.PNG`, `<root>/Labels/<video_id>.csv` with columns
-index, section, frame, then 0/1 label columns (the 17 labels plus two Galar columns that are not
-trained), and `<root>/metadata.csv`. Videos listed in `five_x` number their files 5 x index.
+Layout written (by vce_stream.synthetic's Galar writers): `<root>/<video_id>/frame_<number:06d>.PNG`,
+`<root>/Labels/<video_id>.csv` with columns index, section, frame, then 0/1 label columns (the 17 labels
+plus two Galar columns that are not trained), and `<root>/metadata.csv`. Videos listed in `five_x`
+number their files 5 x index.
 """
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from vce_stream.labels import ANATOMY_ORDER, LABEL_INDEX, LABELS, LANDMARKS, PATHOLOGIES, RARE_VISION
+from vce_stream.synthetic import GALAR_LABELS_DIR, write_frames, write_galar_csv, write_galar_metadata
 
 # Galar label columns that are not among the 17 (read and ignored by the reader).
 EXTRA_GALAR_COLUMNS = ("ampulla of vater", "foreign body")
@@ -93,27 +93,14 @@ def write_synthetic_galar(
     """Write the data set under `root`; return what was written (video id -> labels and file numbers)."""
     root = Path(root)
     rng = np.random.default_rng(seed)
-    (root / "Labels").mkdir(parents=True, exist_ok=True)
     written: dict[str, SyntheticVideo] = {}
     for v in range(num_videos):
         video_id = str(v + 1)
         size = sizes[v % len(sizes)]
         targets = video_targets(frames, rng, pathology_events)
         numbers = np.arange(frames) * (5 if video_id in five_x else 1)
-        folder = root / video_id
-        folder.mkdir(exist_ok=True)
-        for i in range(frames):
-            Image.fromarray(render_frame(targets[i], size, rng)).save(folder / f"frame_{numbers[i]:06d}.PNG", compress_level=1)
-        with open(root / "Labels" / f"{video_id}.csv", "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["index", "section", "frame", *LABELS, *EXTRA_GALAR_COLUMNS])
-            for i in range(frames):
-                section = next((k for k, name in enumerate(ANATOMY_ORDER) if targets[i, LABEL_INDEX[name]]), 0)
-                writer.writerow([i, section, int(numbers[i]), *targets[i].tolist(), *([0] * len(EXTRA_GALAR_COLUMNS))])
+        write_frames(root / video_id, (render_frame(targets[i], size, rng) for i in range(frames)), numbers.tolist(), digits=6, ext="PNG")
+        write_galar_csv(root / GALAR_LABELS_DIR / f"{video_id}.csv", targets, numbers.tolist(), extra_columns=EXTRA_GALAR_COLUMNS)
         written[video_id] = SyntheticVideo(video_id, targets, numbers, size)
-    with open(root / "metadata.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["video_id", "capsule"])
-        for video_id in written:
-            writer.writerow([video_id, "synthetic"])
+    write_galar_metadata(root, {video_id: "synthetic" for video_id in written})
     return written

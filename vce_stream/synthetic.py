@@ -9,14 +9,15 @@ end-to-end output checkable against the ground truth, which is written in the SP
 
 Outputs: a video in any container/codec PyAV encodes (H.264 mp4/mkv/ts, MJPEG avi, VP9 webm, HEVC,
 AV1) or a frame folder (`frame_<n>.png`, any padding, start number, step and extension case, with an
-optional Galar-style label CSV). `python -m vce_stream.synthetic OUT` or `vce-stream synth OUT`.
+optional Galar-style label CSV). `vce-stream synth OUT`. The Galar layout's writers (frames, label CSV,
+metadata) live here too, for train/synthetic_galar.py's training data.
 """
 
 from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,7 +30,7 @@ from vce_stream.atomic import atomic_open, atomic_write_text
 from vce_stream.errors import ConfigError
 from vce_stream.events.event import Event
 from vce_stream.events.jsonio import dump_submission, submission_dict
-from vce_stream.labels import ANATOMY_ORDER, LABEL_INDEX, LABELS, LANDMARKS, PATHOLOGIES, RARE_VISION
+from vce_stream.labels import ANATOMY_ORDER, LABEL_INDEX, LABELS, LANDMARKS, PATHOLOGIES, RARE_VISION, LabelSet
 from vce_stream.postprocess.filters import run_bounds
 
 if TYPE_CHECKING:
@@ -263,10 +264,24 @@ def write_frame_folder(
     folder: Path, plan: ExamPlan, *, digits: int = 6, start: int = 0, step: int = 1, ext: str = "png"
 ) -> list[Path]:
     """`frame_<start + step * i>.<ext>` per frame (zero-padded to `digits`); returns the paths in order."""
+    numbers = [start + step * i for i in range(plan.config.frames)]
+    return write_frames(folder, render_frames(plan), numbers, digits=digits, ext=ext)
+
+
+# --- the Galar layout (SPEC §5) -------------------------------------------------------------------
+# <root>/<video_id>/frame_<number:06d>.PNG, <root>/Labels/<video_id>.csv, <root>/metadata.csv. The one
+# writer of it: frame folders here and the training data set of train/synthetic_galar.py.
+
+GALAR_LABELS_DIR = "Labels"
+GALAR_METADATA = "metadata.csv"
+
+
+def write_frames(folder: Path, images: Iterable[np.ndarray], numbers: Sequence[int], *, digits: int = 6, ext: str = "png") -> list[Path]:
+    """Save uint8 (H, W, 3) RGB `images` as `folder/frame_<number>.<ext>` (zero-padded to `digits`)."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for i, image in enumerate(render_frames(plan)):
-        path = folder / f"frame_{start + step * i:0{digits}d}.{ext}"
+    for number, image in zip(numbers, images):
+        path = folder / f"frame_{number:0{digits}d}.{ext}"
         lower = path.with_suffix(path.suffix.lower())  # PyAV's save wants a lower-case extension
         av.VideoFrame.from_ndarray(image, format="rgb24").save(str(lower))
         if lower != path:
@@ -275,17 +290,32 @@ def write_frame_folder(
     return paths
 
 
-def write_galar_csv(path: Path, plan: ExamPlan, *, start: int = 0, step: int = 1) -> None:
-    """A Galar-style label CSV: index, section, frame (= start + step x index), then one 0/1 column per label."""
-    section_of = {}
-    for name, s, e in plan.sections:
-        for i in range(s, e + 1):
-            section_of[i] = name
+def write_galar_csv(
+    path: Path,
+    truth: np.ndarray,
+    frame_numbers: Sequence[int],
+    label_set: LabelSet = RARE_VISION,
+    extra_columns: Sequence[str] = (),
+) -> None:
+    """A Galar label CSV: index, section (the row's anatomy label, empty if none), frame (the image file
+    number), one 0/1 column per label of `label_set` (`truth` is (frames, labels) in its order), then
+    `extra_columns`, all 0 (Galar columns a reader must ignore)."""
+    anatomy = [label_set.index[name] for name in label_set.anatomy_order]
     with atomic_open(path, "w") as handle:
         writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["index", "section", "frame", *LABELS])
-        for i, row in enumerate(plan.truth):
-            writer.writerow([i, section_of[i], start + step * i, *row.astype(int).tolist()])
+        writer.writerow(["index", "section", "frame", *label_set.names, *extra_columns])
+        for i, (row, number) in enumerate(zip(truth.astype(int).tolist(), frame_numbers)):
+            section = next((label_set.names[c] for c in anatomy if row[c]), "")
+            writer.writerow([i, section, int(number), *row, *([0] * len(extra_columns))])
+
+
+def write_galar_metadata(root: Path, capsules: Mapping[str, str]) -> None:
+    """`root/metadata.csv`: each video's capsule system."""
+    with atomic_open(root / GALAR_METADATA, "w") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["video_id", "capsule"])
+        for video_id, capsule in capsules.items():
+            writer.writerow([video_id, capsule])
 
 
 def make_exam(
@@ -314,7 +344,7 @@ def make_exam(
     if gt_path is not None:
         atomic_write_text(gt_path, dump_submission(plan.submission(video_id)))
     if labels_csv is not None:
-        write_galar_csv(Path(labels_csv), plan, start=start, step=step)
+        write_galar_csv(Path(labels_csv), plan.truth, [start + step * i for i in range(config.frames)])
     return plan
 
 
@@ -394,10 +424,3 @@ def synth_command(out, frames, size, fps, seed, codec, gt_path, video_id, lesion
     plan = make_exam(out, config, gt_path=gt, video_id=video_id, codec=codec, digits=digits, start=start_number, step=step, ext=ext, labels_csv=labels_csv)
     click.echo(f"{out}: {frames} frames {width}x{height}, {len(plan.events())} label events; ground truth {gt}", err=True)
 
-
-if __name__ == "__main__":
-    import sys
-
-    from vce_stream.cli import main as _main
-
-    _main(["synth", *sys.argv[1:]])
