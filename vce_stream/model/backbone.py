@@ -33,7 +33,6 @@ LOCAL_DIR_PREFIX = "local-dir:"
 OPEN_CLIP_CONFIG = "open_clip_config.json"
 # open_clip's preferred checkpoint names, safetensors only (factory._find_checkpoint_in_dir).
 SAFETENSORS_NAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors", "model.safetensors")
-BIOMEDCLIP_HUB_ID = "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
 
 
 def timm_kwargs(arch: ArchConfig) -> dict[str, Any]:
