@@ -17,7 +17,7 @@ from vce_stream.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED, Te
 
 # name -> "module:attribute" of a click command.
 _COMMANDS: dict[str, str] = {
-    "calibrate": "vce_stream.postprocess.calibrate_cli:calibrate_command",
+    "calibrate": "vce_stream.calibrate_cli:calibrate_command",
     "batch": "vce_stream.batch.cli:batch",
     "build-engine": "engines.cli:build_engine_command",
     "engines": "engines.cli:engines_group",
@@ -64,7 +64,10 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, _terminate)
     try:
         cli.main(args=argv, prog_name="vce-stream", standalone_mode=False)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:  # click turns KeyboardInterrupt (and so SIGTERM) into Abort
+        if isinstance(exc.__cause__, Terminated):
+            click.echo("vce-stream: terminated (SIGTERM)", err=True)
+            sys.exit(EXIT_TERMINATED)
         click.echo("vce-stream: aborted", err=True)
         sys.exit(EXIT_INTERRUPTED)
     except click.ClickException as exc:

@@ -120,7 +120,7 @@ def checked_probabilities(raw: object, frame_indices: np.ndarray, num_labels: in
     if bad.any():
         row, column = np.argwhere(bad)[0]
         raise ScorerOutputError(
-            f"the scorer returned {probs[row, column]!r} for frame {int(frame_indices[row])} (label column {int(column)}); "
+            f"the scorer returned {float(probs[row, column])} for frame {int(frame_indices[row])} (label column {int(column)}); "
             "probabilities must be finite numbers in [0, 1] (a broken model or engine)"
         )
     return probs
