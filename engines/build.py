@@ -146,7 +146,7 @@ def build_engine(
                 f"the {backend} {precision} engine does not have the requested properties: {'; '.join(problems)}"
             )
         agreement = _measure(model, open_engine(workdir, manifest, bundle, run_device), profile, image_size, precision, config)
-        manifest = dataclasses.replace(manifest, agreement=agreement)
+        manifest = dataclasses.replace(manifest, agreement=agreement, precision_report=_precision_report(backend, workdir))
         write_manifest(workdir, manifest)
         _move_into_place(workdir, target)
     finally:
@@ -182,6 +182,14 @@ def _verify(backend: str, workdir: Path, artifact: str | None, precision: str, i
 
         return tensorrt_builder.verify(workdir / str(artifact), precision)
     return []
+
+
+def _precision_report(backend: str, workdir: Path) -> dict[str, Any]:
+    if backend != "tensorrt":
+        return {}
+    from engines import tensorrt_builder
+
+    return tensorrt_builder.read_precision_report(workdir)
 
 
 def _measure(
