@@ -38,11 +38,14 @@ class Builder:
     build(model, workdir, precision, profile, image_size, context) writes the engine file into
     `workdir` and returns its file name (None when the backend needs no file).
     verify(path, precision, image_size) lists the ways the built file misses what was asked (empty: none).
+    report(workdir) is what the build recorded about the engine's precision (the manifest's
+    `precision_report`; empty where the backend has nothing to report).
     """
 
     backend: str
     build: Callable[[torch.nn.Module, Path, str, BatchProfile, int, BuildContext], str | None]
     verify: Callable[[Path, str, int], list[str]]
+    report: Callable[[Path], dict] = lambda workdir: {}
 
 
 _BUILDERS: dict[str, Builder] = {}

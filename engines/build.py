@@ -148,7 +148,7 @@ def build_engine(
                 f"the {backend} {precision} engine does not have the requested properties: {'; '.join(problems)}"
             )
         agreement = _measure(model, open_engine(workdir, manifest, bundle, run_device), profile, image_size, precision, config)
-        manifest = dataclasses.replace(manifest, agreement=agreement)
+        manifest = dataclasses.replace(manifest, agreement=agreement, precision_report=builder.report(workdir))
         write_manifest(workdir, manifest)
         _move_into_place(workdir, target)
     finally:

@@ -5,9 +5,19 @@ Kept thin on purpose: everything that does not need a GPU (the export with a dyn
 compile settings, reading precisions out of the engine's layer report) is plain code tested on the
 CPU; the calls into torch_tensorrt are a few lines that run only where CUDA and TensorRT exist.
 
-Precision: TensorRT 11 removed the fp16/int8 builder flags, so reduced precision is explicit typing
-(`use_explicit_typing=True`) with torch-tensorrt's rule-based autocast (`enable_autocast=True`,
-`autocast_low_precision_type`), which keeps reductions and numerically sensitive layers in fp32.
+Precision (torch-tensorrt 2.14 / TensorRT 11: networks are always strongly typed; there is no
+`enabled_precisions` and no `use_explicit_typing` any more, and `compile(**kwargs)` silently swallows
+unknown names, so every setting passed here is checked against 2.14's own parameter list):
+- fp16/bf16: the model is lowered *before* export (`vce_stream.engine.low_precision`): weights and
+  matrix products in the low precision, LayerNorm, softmax and the differential combination in fp32,
+  written as casts in the graph. `enable_autocast` stays False: 2.14's rule-based autocast dies on the
+  SymInt of a dynamic batch (`'SymInt' object has no attribute 'to'`, reproduced in
+  tests/test_tensorrt_lowering.py with torch-tensorrt's own passes). fp16 asks for fp32 accumulation
+  (`use_fp32_acc`). The exported program's precision report is checked before compiling and written to
+  the engine directory (`PRECISION_REPORT`), and from there into the manifest.
+- fp32 and the fp32 islands: `disable_tf32=True`. TF32 has a 10-bit mantissa; an "fp32" engine that
+  runs TF32 differs from eager fp32 by ~1e-3, so its agreement check (tolerance 1e-4) would fail or
+  mean nothing. fp32 engines are the exact reference; speed is what fp16/bf16 engines are for.
 
 The saved program embeds torch-tensorrt's own serialised engine metadata (which it pickles): load
 only engines you built yourself, as the engine cache does.
@@ -15,6 +25,7 @@ only engines you built yourself, as the engine cache does.
 
 from __future__ import annotations
 
+import inspect
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +35,16 @@ import torch
 
 from engines import Builder, register_builder
 from vce_stream.engine.profile import BatchProfile
+from vce_stream.engine.low_precision import low_precision_model, precision_report, report_problems
+
+PRECISION_REPORT = "precision_report.json"
+# The keyword parameters of torch_tensorrt.dynamo.compile in 2.14 that this module may pass (a subset
+# of its signature; checked against the installed signature at build time as well).
+COMPILE_OPTIONS_2_14 = frozenset({
+    "inputs", "arg_inputs", "device", "disable_tf32", "min_block_size", "optimization_level",
+    "timing_cache_path", "use_fp32_acc", "enable_autocast", "autocast_low_precision_type",
+    "autocast_excluded_ops", "autocast_excluded_nodes", "truncate_double", "require_full_compilation",
+})  # fmt: skip
 
 ARTIFACT = "model.trt.ep"
 LOW_PRECISION = {"fp16": torch.float16, "bf16": torch.bfloat16}
@@ -42,16 +63,12 @@ class TensorRTSettings:
     input_shapes: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]
     precision: str
     timing_cache_path: str
-    use_explicit_typing: bool = True
     min_block_size: int = 1
     optimization_level: int = 3
 
-    @property
-    def autocast_dtype(self) -> torch.dtype | None:
-        return LOW_PRECISION.get(self.precision)
-
     def compile_kwargs(self, torch_tensorrt: Any, device: torch.device) -> dict[str, Any]:
-        """Keyword arguments of `torch_tensorrt.dynamo.compile` for these settings."""
+        """Keyword arguments of `torch_tensorrt.dynamo.compile` for these settings (see the module
+        docstring: no autocast, TF32 off, fp32 accumulation for fp16)."""
         kwargs: dict[str, Any] = {
             "inputs": [
                 torch_tensorrt.Input(
@@ -60,15 +77,28 @@ class TensorRTSettings:
                 )  # fmt: skip
             ],
             "device": device,
-            "use_explicit_typing": self.use_explicit_typing,
+            "enable_autocast": False,
+            "disable_tf32": True,
+            "use_fp32_acc": self.precision == "fp16",
             "min_block_size": self.min_block_size,
             "optimization_level": self.optimization_level,
             "timing_cache_path": self.timing_cache_path,
         }
-        if self.autocast_dtype is not None:
-            kwargs["enable_autocast"] = True
-            kwargs["autocast_low_precision_type"] = self.autocast_dtype
+        check_compile_options(kwargs)
         return kwargs
+
+
+def check_compile_options(kwargs: dict[str, Any], compile_fn: Any = None) -> None:
+    """Raise ValueError for a keyword 2.14's compile does not know (it would swallow it silently).
+
+    `compile_fn`: the installed `torch_tensorrt.dynamo.compile`, whose named parameters are checked too."""
+    unknown = sorted(set(kwargs) - COMPILE_OPTIONS_2_14)
+    if compile_fn is not None:
+        params = inspect.signature(compile_fn).parameters
+        named = {n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_KEYWORD}
+        unknown = sorted(set(unknown) | (set(kwargs) - named))
+    if unknown:
+        raise ValueError(f"torch_tensorrt.dynamo.compile does not take {unknown}; it would ignore them silently")
 
 
 def settings_for(precision: str, profile: BatchProfile, image_size: int, timing_cache_path: str | Path) -> TensorRTSettings:
@@ -101,12 +131,33 @@ def build(
 
     settings = settings_for(precision, profile, image_size, timing_cache_path)
     Path(timing_cache_path).parent.mkdir(parents=True, exist_ok=True)
-    model = model.to(device).eval()
-    program = export_program(model, profile, image_size, device)
-    compiled = torch_tensorrt.dynamo.compile(program, **settings.compile_kwargs(torch_tensorrt, device))
-    inputs = settings.compile_kwargs(torch_tensorrt, device)["inputs"]
-    torch_tensorrt.save(compiled, str(out_dir / ARTIFACT), output_format="exported_program", arg_inputs=inputs, retrace=True)
+    program = export_for_engine(model.to(device).eval(), precision, profile, image_size, device, out_dir)
+    kwargs = settings.compile_kwargs(torch_tensorrt, device)
+    check_compile_options(kwargs, torch_tensorrt.dynamo.compile)
+    compiled = torch_tensorrt.dynamo.compile(program, **kwargs)
+    torch_tensorrt.save(compiled, str(out_dir / ARTIFACT), output_format="exported_program", arg_inputs=kwargs["inputs"], retrace=True)
     return ARTIFACT
+
+
+def export_for_engine(
+    model: torch.nn.Module, precision: str, profile: BatchProfile, image_size: int, device: torch.device | str,
+    out_dir: Path,
+) -> torch.export.ExportedProgram:  # fmt: skip
+    """The program TensorRT compiles: `model` lowered to `precision` (fp32 islands), exported with the
+    dynamic batch; its precision report is checked and written to `out_dir / PRECISION_REPORT`."""
+    program = export_program(low_precision_model(model, precision), profile, image_size, device)
+    report = precision_report(program)
+    problems = report_problems(report, precision)
+    if problems:
+        raise ValueError(f"the exported {precision} program is not what it claims: {'; '.join(problems)}")
+    (Path(out_dir) / PRECISION_REPORT).write_text(json.dumps(report.as_dict(), sort_keys=True) + "\n", encoding="utf-8")
+    return program
+
+
+def read_precision_report(engine_dir: Path) -> dict[str, Any]:
+    """The report `export_for_engine` wrote ({} when there is none)."""
+    path = Path(engine_dir) / PRECISION_REPORT
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def layer_precisions(layer_info: str) -> set[str]:
@@ -169,5 +220,6 @@ register_builder(
             model, workdir, precision, profile, image_size, context.device, context.timing_cache
         ),
         verify=lambda path, precision, image_size: verify(path, precision),
+        report=read_precision_report,
     )
 )

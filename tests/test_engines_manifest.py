@@ -191,27 +191,41 @@ def test_tensorrt_export_has_a_dynamic_batch_over_the_profile():
         assert torch.allclose(program.module()(frames), model(frames), atol=1e-6)
 
 
-def test_tensorrt_settings_use_explicit_typing_and_autocast_for_reduced_precision(tmp_path):
+def test_tensorrt_settings_shapes_and_refused_precisions(tmp_path):
     fp16 = tensorrt_builder.settings_for("fp16", BatchProfile(2, 16, 32), 224, tmp_path / "t.bin")
     assert fp16.input_shapes == ((2, 224, 224, 3), (16, 224, 224, 3), (32, 224, 224, 3))
-    assert fp16.use_explicit_typing and fp16.autocast_dtype is torch.float16
-    assert tensorrt_builder.settings_for("fp32", BatchProfile(), 224, "t").autocast_dtype is None
     with pytest.raises(ValueError):
         tensorrt_builder.settings_for("int8", BatchProfile(), 224, "t")
 
 
-def test_tensorrt_compile_kwargs_with_mock_torch_tensorrt_input(tmp_path):
-    """torch_tensorrt is absent here: a stand-in records what `Input` is given (mock for absent GPU stack)."""
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
+def test_tensorrt_compile_kwargs_with_mock_torch_tensorrt_input(tmp_path, precision):
+    """torch_tensorrt is absent here: a stand-in records what `Input` is given (mock for absent GPU stack).
+    No autocast (it dies on a dynamic batch), TF32 off for every precision, fp32 accumulation for fp16,
+    and only names torch-tensorrt 2.14's compile knows."""
     recorded = []
     stand_in = types.SimpleNamespace(Input=lambda **kw: recorded.append(kw) or kw)
-    settings = tensorrt_builder.settings_for("bf16", BatchProfile(1, 8, 16), 32, tmp_path / "timing.bin")
+    settings = tensorrt_builder.settings_for(precision, BatchProfile(1, 8, 16), 32, tmp_path / "timing.bin")
     kwargs = settings.compile_kwargs(stand_in, torch.device("cuda:0"))
     assert recorded == [{"min_shape": (1, 32, 32, 3), "opt_shape": (8, 32, 32, 3), "max_shape": (16, 32, 32, 3), "dtype": torch.uint8, "name": "frames"}]
-    assert kwargs["enable_autocast"] is True and kwargs["autocast_low_precision_type"] is torch.bfloat16
-    assert kwargs["use_explicit_typing"] is True and kwargs["timing_cache_path"] == str(tmp_path / "timing.bin")
-    assert "enabled_precisions" not in kwargs  # removed builder flags are never passed
-    fp32 = tensorrt_builder.settings_for("fp32", BatchProfile(1, 8, 16), 32, "t").compile_kwargs(stand_in, torch.device("cuda:0"))
-    assert "enable_autocast" not in fp32
+    assert kwargs["enable_autocast"] is False and "autocast_low_precision_type" not in kwargs
+    assert kwargs["disable_tf32"] is True
+    assert kwargs["use_fp32_acc"] is (precision == "fp16")
+    assert kwargs["timing_cache_path"] == str(tmp_path / "timing.bin")
+    assert not {"enabled_precisions", "use_explicit_typing"} & set(kwargs)  # gone in 2.14
+    assert set(kwargs) <= tensorrt_builder.COMPILE_OPTIONS_2_14
+
+
+def test_unknown_compile_options_fail_loudly_instead_of_being_swallowed():
+    with pytest.raises(ValueError, match="use_explicit_typing"):
+        tensorrt_builder.check_compile_options({"use_explicit_typing": True})
+
+    def compile_2_14(exported_program, inputs=None, *, device=None, disable_tf32=False, **kwargs):  # the shape of 2.14's
+        return None
+
+    with pytest.raises(ValueError, match="use_fp32_acc"):  # known to us, absent from this signature
+        tensorrt_builder.check_compile_options({"device": "cuda:0", "use_fp32_acc": True}, compile_2_14)
+    tensorrt_builder.check_compile_options({"device": "cuda:0", "disable_tf32": True}, compile_2_14)
 
 
 def test_engine_layer_report_precisions_are_read_and_checked():

@@ -70,6 +70,9 @@ class Manifest:
     options: dict[str, Any] = field(default_factory=dict)  # backend options (torch: compile)
     created: str = ""
     format_version: int = FORMAT_VERSION
+    # What the engine's graph runs in, checked at build time (tensorrt: the exported program's matmul,
+    # LayerNorm, softmax and differential-combination dtypes and the output dtype); {} for other backends.
+    precision_report: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

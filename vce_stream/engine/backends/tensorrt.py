@@ -27,7 +27,7 @@ def tensorrt_available() -> bool:
         return False
     try:
         import torch_tensorrt  # noqa: F401
-    except ImportError:
+    except Exception:  # noqa: BLE001 - without libnvinfer its __init__ raises a plain Exception
         return False
     return True
 
