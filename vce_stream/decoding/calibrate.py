@@ -32,7 +32,7 @@ from vce_stream.decoding.ranking import change_points, cut_runs
 from vce_stream.decoding.runs import DenseVideo, Runs, densify, filter_runs, length_weighted
 from vce_stream.errors import ConfigError, InputError
 from vce_stream.events.event import Event
-from vce_stream.events.jsonio import label_events_from_json, label_matrix, parse_submission, submission_dict
+from vce_stream.events.jsonio import label_events_from_json, labels_at_frames, parse_submission, submission_dict
 from vce_stream.metrics.temporal_map import MapResult
 from vce_stream.scores import VideoScores
 from vce_stream.temporal.postprocess import video_events
@@ -107,8 +107,7 @@ def prepare(
         if video.rows == 0:
             raise InputError(f"{where}: video {video_id!r} has no frames in the scores")
         truth = truth_by_label(gt[video_id], labels)
-        matrix = label_matrix(label_events_from_json(gt[video_id]), (int(video.frames[0]), int(video.frames[-1])), labels)
-        truth_rows = matrix[video.frames - video.frames[0]]
+        truth_rows = labels_at_frames(label_events_from_json(gt[video_id]), video.frames, labels)
         prepared.append(PreparedVideo(video_id, video, truth, truth_rows))
     if not prepared:
         raise InputError(f"{where}: no video with ground-truth events to calibrate on")
