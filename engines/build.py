@@ -22,7 +22,7 @@ import torch
 from engines import BACKENDS, PRECISIONS
 from engines.cache import TEMP_PREFIX, cache_key, default_cache_root, entry_name, timing_cache_path
 from engines.device import DeviceFacts, device_facts, library_versions
-from engines.manifest import MANIFEST_NAME, Agreement, Manifest, write_manifest
+from engines.manifest import MANIFEST_NAME, Agreement, Manifest, file_digest, write_manifest
 from engines.profile import BatchProfile
 from vce_stream.errors import ConfigError, VceError
 
@@ -127,6 +127,7 @@ def build_engine(
     os.chmod(workdir, 0o755)  # mkdtemp makes it private; an engine directory is an ordinary folder
     try:
         artifact = _build_artifact(backend, model, workdir, precision, profile, image_size, run_device, root, facts, versions)
+        digest, size = file_digest(workdir / artifact) if artifact is not None else (None, None)
         manifest = Manifest(
             backend=backend,
             precision=precision,
@@ -138,6 +139,8 @@ def build_engine(
             versions=versions,
             agreement=Agreement(max_abs_diff=float("nan"), tolerance=config.tolerance.for_precision(precision), frames=0),
             artifact=artifact,
+            artifact_sha256=digest,
+            artifact_bytes=size,
             created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         )
         problems = _verify(backend, workdir, artifact, precision, image_size)

@@ -15,6 +15,7 @@ import torch
 
 from engines.profile import BatchProfile, run_in_profile
 from vce_stream.engine.base import check_frames
+from vce_stream.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,11 @@ class OnnxScorer:
         if options.threads is not None:
             session_options.intra_op_num_threads = options.threads
         session_options.log_severity_level = 3  # errors only
-        self.session = ort.InferenceSession(str(model_path), session_options, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(model_path), session_options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own classes for every kind of unusable file
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise InputError(f"{model_path}: not a usable ONNX engine file ({first[:200]}); rebuild the engine") from None
         self.input_name = self.session.get_inputs()[0].name
         self.labels = tuple(labels)
         self.profile = profile

@@ -33,6 +33,7 @@ from engines.manifest import (
     build_command,
     check_engine,
     read_manifest,
+    verified_artifact,
 )
 from engines.profile import BatchProfile
 from vce_stream.engine.base import FrameScorer
@@ -118,17 +119,18 @@ def expectation_for(bundle: Any, backend: str, device: torch.device, batch_size:
 def open_engine(
     engine_dir: str | Path, manifest: Manifest, bundle: Any, device: torch.device, threads: int | None = None
 ) -> FrameScorer:
-    """The scorer of an engine directory, without checks (`choose_engine` checks first)."""
+    """The scorer of an engine directory. `choose_engine` checks the manifest against the run first;
+    here the artifact itself is checked (confined to `engine_dir`, its recorded size and sha256)."""
     engine_dir = Path(engine_dir)
     labels = tuple(bundle.labels)
     if manifest.backend == "onnxruntime":
         from vce_stream.engine.onnx_engine import OnnxRuntimeOptions, OnnxScorer
 
-        return OnnxScorer(engine_dir / str(manifest.artifact), labels, manifest.profile, OnnxRuntimeOptions(threads=threads))
+        return OnnxScorer(verified_artifact(engine_dir, manifest), labels, manifest.profile, OnnxRuntimeOptions(threads=threads))
     if manifest.backend == "tensorrt":
         from vce_stream.engine.tensorrt_engine import TensorRTScorer
 
-        return TensorRTScorer(engine_dir / str(manifest.artifact), labels, manifest.profile, backend_device("tensorrt", device))
+        return TensorRTScorer(verified_artifact(engine_dir, manifest), labels, manifest.profile, backend_device("tensorrt", device))
     if manifest.backend == "torch":
         return bundle.build_scorer(device)
     raise VceError(f"{engine_dir}: unknown engine backend {manifest.backend!r} in its manifest")
@@ -159,8 +161,8 @@ def choose_engine(
             )
         run_device = backend_device(manifest.backend, device)
         check_engine(engine_dir, manifest, expectation_for(bundle, manifest.backend, run_device, batch_size), bundle_path)
-        if manifest.artifact is not None and not (engine_dir / manifest.artifact).is_file():
-            raise VceError(f"{engine_dir / manifest.artifact}: engine file missing (named by the manifest); rebuild the engine")
+        if manifest.artifact is not None:
+            verified_artifact(engine_dir, manifest)  # refused here, before the run prints its choice
         return EngineChoice(manifest.backend, run_device, engine_dir, manifest, f"engine {engine_dir} ({_describe(manifest)})")
 
     root = Path(cache_root) if cache_root is not None else default_cache_root()

@@ -14,6 +14,7 @@ import torch
 
 from engines.profile import BatchProfile, run_in_profile
 from vce_stream.engine.base import check_frames
+from vce_stream.errors import InputError
 
 
 def tensorrt_available() -> bool:
@@ -38,8 +39,12 @@ class TensorRTScorer:
         self.device = torch.device(device)
         if self.device.type != "cuda":
             raise ValueError(f"TensorRT engines run on a CUDA device, not {self.device}")
-        with torch.cuda.device(self.device):
-            self.module = torch_tensorrt.load(str(program_path)).module()
+        try:
+            with torch.cuda.device(self.device):
+                self.module = torch_tensorrt.load(str(program_path)).module()
+        except Exception as exc:  # a damaged program fails in torch.export / TensorRT deserialisation
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise InputError(f"{program_path}: not a usable TensorRT engine file ({first[:200]}); rebuild the engine") from None
         self.labels = tuple(labels)
         self.profile = profile
 
