@@ -40,3 +40,15 @@ def check_range(name: str, value: int | float, low: int | float, high: int | flo
     """ConfigError (one line naming the setting) unless low <= value <= high."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
         raise ConfigError(f"{name} must lie in [{low:,}, {high:,}], got {value!r}")
+
+
+def check_maxima(settings: object, prefix: str, maxima: dict[str, int | float]) -> None:
+    """ConfigError naming `prefix.field` for the first field of `settings` above its maximum (None and
+    lower bounds are left to the dataclass's own checks). Each config dataclass calls it from
+    `__post_init__` with the fields that size memory or work."""
+    for name, high in maxima.items():
+        value = getattr(settings, name)
+        values = value if isinstance(value, (tuple, list)) else (value,)
+        for item in values:
+            if item is not None and not isinstance(item, bool) and isinstance(item, (int, float)) and item > high:
+                raise ConfigError(f"{prefix}{name} must be at most {high:,}, got {item:,}")

@@ -36,6 +36,7 @@ from vce_stream.events.jsonio import label_events_from_json, labels_at_frames, p
 from vce_stream.metrics.temporal_map import MapResult
 from vce_stream.scores import VideoScores
 from vce_stream.temporal.postprocess import video_events
+from vce_stream.limits import MAX_COUNT, MAX_LOOKAHEAD, MAX_VIDEOS, check_maxima
 
 METRICS = ("map50", "map95", "mean")
 FEATURES = ("gating", "anatomy", "landmarks")
@@ -66,6 +67,7 @@ class SearchConfig:
     length_powers: tuple[float, ...] = (0.0, 0.5, 1.0)
 
     def __post_init__(self) -> None:
+        check_maxima(self, "", {"folds": MAX_VIDEOS, "rounds": 1_000, "radii": MAX_LOOKAHEAD, "max_events": MAX_COUNT})
         if self.metric not in METRICS:
             raise ConfigError(f"metric must be one of {METRICS}, got {self.metric!r}")
         unknown = sorted(set(self.features) - set(FEATURES))

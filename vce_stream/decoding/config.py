@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from vce_stream.errors import ConfigError
+from vce_stream.limits import MAX_COUNT, MAX_LOOKAHEAD, check_maxima
 
 PerLabel = float | tuple[float, ...]
 
@@ -68,6 +69,7 @@ class AnatomyConfig:
     eps: float = 1e-4  # probabilities are clipped to [eps, 1 - eps] before the logit
 
     def __post_init__(self) -> None:
+        check_maxima(self, "decoding.anatomy.", {"lag": MAX_LOOKAHEAD})
         if self.switch_penalty < 0:
             raise ConfigError(f"decoding.anatomy.switch_penalty must be >= 0, got {self.switch_penalty}")
         if self.lag < 1:
@@ -91,6 +93,7 @@ class LandmarksConfig:
     radius: int = 500
 
     def __post_init__(self) -> None:
+        check_maxima(self, "decoding.landmarks.", {"max_events": MAX_COUNT, "radius": MAX_LOOKAHEAD})
         if self.max_events < 1:
             raise ConfigError(f"decoding.landmarks.max_events must be >= 1, got {self.max_events}")
         if self.radius < 0:
