@@ -118,3 +118,13 @@ def test_evaluate_scores_events_a_billion_frames_apart(tmp_path):
         {"start": 0, "end": 3, "label": ["polyp"]}, {"start": 10**9, "end": 10**9 + 3, "label": ["ulcer"]}]}]}))  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "1.0000" in result.stdout or "1.000" in result.stdout
+
+
+def test_simulate_refuses_a_ground_truth_spanning_a_billion_frames(tmp_path):
+    (tmp_path / "gt.json").write_text(json.dumps({"videos": [{"video_id": "1", "events": [
+        {"start": 0, "end": 3, "label": ["polyp"]}, {"start": 10**9, "end": 10**9 + 3, "label": ["ulcer"]}]}]}))  # fmt: skip
+    result = subprocess.run([sys.executable, "-m", "vce_stream", "simulate", tmp_path / "gt.json", "--out", tmp_path / "s.npz"],
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "more than the 20,000,000" in result.stderr
+    assert not (tmp_path / "s.npz").exists()
