@@ -24,7 +24,7 @@ from vce_stream.atomic import check_replaceable, replace_directory
 from vce_stream.engine.cache import TEMP_PREFIX, cache_key, default_cache_root, entry_name, timing_cache_path
 from vce_stream.engine.backends import get_backend, library_versions
 from vce_stream.engine.device import DeviceFacts, device_facts
-from vce_stream.engine.manifest import MANIFEST_NAME, Agreement, Manifest, write_manifest
+from vce_stream.engine.manifest import MANIFEST_NAME, Agreement, Manifest, file_digest, write_manifest
 from vce_stream.engine.profile import BatchProfile
 from vce_stream.errors import ConfigError, VceError
 
@@ -129,6 +129,7 @@ def build_engine(
     try:
         context = BuildContext(device=run_device, timing_cache=timing_cache_path(root, facts, versions))
         artifact = builder.build(model, workdir, precision, profile, image_size, context)
+        digest, size = file_digest(workdir / artifact) if artifact is not None else (None, None)
         manifest = Manifest(
             backend=backend,
             precision=precision,
@@ -140,6 +141,8 @@ def build_engine(
             versions=versions,
             agreement=Agreement(max_abs_diff=float("nan"), tolerance=config.tolerance.for_precision(precision), frames=0),
             artifact=artifact,
+            artifact_sha256=digest,
+            artifact_bytes=size,
             created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         )
         problems = builder.verify(workdir / str(artifact), precision, image_size) if artifact is not None else []

@@ -146,3 +146,51 @@ def test_names_are_unique_even_ignoring_case(video_ids):
     names = assign_names({f"key{i}/{v}": v for i, v in enumerate(video_ids)})
     lowered = [n.lower() for n in names.values()]
     assert len(set(lowered)) == len(lowered)
+
+
+def test_frame_files_linking_outside_the_archive_skip_their_folder_and_are_reported(tmp_path):
+    outside = tmp_path / "elsewhere"
+    touch(outside / "private.png")
+    root = tmp_path / "archive"
+    touch(root / "exam_a" / "frame_000001.png")
+    touch(root / "exam_a" / "frame_000002.png")
+    os.symlink(outside / "private.png", root / "exam_a" / "frame_000003.png")  # one frame leaks out
+    touch(root / "exam_b" / "frame_000001.png")
+    os.symlink(root / "exam_b" / "frame_000001.png", root / "exam_b" / "frame_000002.png")  # inside: fine
+    touch(root / "exam_c" / "frame_000001.png")
+    os.symlink(tmp_path / "gone.png", root / "exam_c" / "frame_000002.png")  # dangling: not followed either
+    found = discover(root)
+    assert [e.key for e in found.exams] == ["exam_b"]
+    reasons = {s.key: s.reason for s in found.skipped}
+    assert set(reasons) == {"exam_a", "exam_c"}
+    assert "link outside the archive (first: frame_000003.png)" in reasons["exam_a"]
+
+
+def test_an_archive_that_is_a_frame_folder_with_a_leaking_frame_is_skipped(tmp_path):
+    touch(tmp_path / "elsewhere.png")
+    root = tmp_path / "exam"
+    touch(root / "frame_000001.png")
+    os.symlink(tmp_path / "elsewhere.png", root / "frame_000002.png")
+    found = discover(root)
+    assert found.exams == () and [s.key for s in found.skipped] == ["."]
+
+
+@settings(max_examples=40, deadline=None)
+@given(links=st.lists(st.tuples(st.integers(0, 2), st.integers(1, 5), st.booleans()), max_size=8))
+def test_no_discovered_frame_folder_holds_a_frame_file_resolving_outside(links, tmp_path_factory):
+    base = tmp_path_factory.mktemp("arch")
+    touch(base / "outside.png")
+    root = base / "archive"
+    for folder in range(3):
+        touch(root / f"exam_{folder}" / "frame_000000.png")
+    for folder, number, out in links:
+        link = root / f"exam_{folder}" / f"frame_{number:06d}.png"
+        if not link.exists() and not link.is_symlink():
+            os.symlink(base / "outside.png" if out else root / f"exam_{folder}" / "frame_000000.png", link)
+    found = discover(root)
+    for exam in found.exams:
+        for frame in exam.path.iterdir():
+            frame.resolve().relative_to(root.resolve())  # raises if any frame leaves the archive
+    leaking = {f"exam_{folder}" for folder, _, out in links if out}
+    assert {s.key for s in found.skipped} <= leaking
+    assert len(found.exams) + len(found.skipped) == 3

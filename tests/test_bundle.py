@@ -318,3 +318,31 @@ def test_cli_info_on_a_broken_bundle_is_one_line_and_exit_2(copy_of_bundle):
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
     assert result.stderr.startswith(f"vce-stream: error: {copy_of_bundle / WEIGHTS_NAME}: file not found")
+
+
+def test_labels_swapped_with_prompts_unchanged_are_refused(copy_of_bundle):
+    def swap(d):
+        d["labels"][2], d["labels"][4] = d["labels"][4], d["labels"][2]
+
+    edit_manifest(copy_of_bundle, swap)
+    message = load_error(copy_of_bundle)
+    assert message.startswith(f"{copy_of_bundle / MANIFEST_NAME}: prompt 2 ")
+    assert "does not name its label 'colon' but names 'stomach'" in message
+
+
+@settings(max_examples=60, deadline=None)
+@given(order=st.permutations(list(range(17))))
+def test_a_label_order_is_accepted_only_with_its_own_prompts(order):
+    from vce_stream.model.heads import label_prompts, prompt_mismatch
+
+    labels = [LABELS[i] for i in order]
+    assert prompt_mismatch(labels, label_prompts(labels)) is None
+    mismatch = prompt_mismatch(labels, label_prompts(LABELS))
+    assert (mismatch is None) == (labels == list(LABELS))
+
+
+def test_save_bundle_refuses_prompts_that_do_not_name_their_labels(tmp_path):
+    model = build_classifier(TINY)
+    labels = list(LABELS)
+    with pytest.raises(ValueError, match="does not name its label"):
+        save_bundle(tmp_path / "b", model, TINY, labels, prompts=list(reversed([f"a photo of {x}" for x in labels])))

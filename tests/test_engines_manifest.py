@@ -43,7 +43,7 @@ def trt_manifest(**changes) -> Manifest:
     manifest = Manifest(
         backend="tensorrt", precision="fp16", profile=BatchProfile(1, 16, 32), bundle_hash=HASH, labels=LABELS,
         image_size=224, device=L4, versions=TRT_VERSIONS, agreement=Agreement(0.004, 0.02, 33),
-        artifact=tensorrt_builder.ARTIFACT, created="2026-01-01T00:00:00+00:00",
+        artifact=tensorrt_builder.ARTIFACT, artifact_sha256="cd" * 32, artifact_bytes=1234, created="2026-01-01T00:00:00+00:00",
     )  # fmt: skip
     return dataclasses.replace(manifest, **changes)
 

@@ -97,7 +97,7 @@ def test_a_model_that_returns_nan_stops_the_exam_with_exit_3_naming_the_frame(bu
     broken = nan_bundle(tmp_path)
     out = tmp_path / "events.json"
     code, err = cli(["run", exams["video"], "--model", broken, "--out", out, "--quiet"], capsys)
-    assert code == 3 and "for frame 0" in err and "finite numbers in [0, 1]" in err and err.count("\n") == 1
+    assert code == 3 and "frame 0:" in err and "finite numbers in [0, 1]" in err and err.count("\n") == 1
     block = json.loads(out.read_text())["vce_stream"]
     assert block["incomplete"] and block["stopped_at_frame"] == 0
 
@@ -121,7 +121,7 @@ def test_a_scorer_output_outside_0_1_keeps_the_events_decided_before_it(exams, t
     out = tmp_path / "events.json"
     outcome = run_exam(exams["video"], BreaksAtFrameScorer(bad=40), out, RunOptions())
     # The message names the first bad frame; its whole batch (32..63) is refused, so the exam stops at 32.
-    assert outcome.incomplete and outcome.exit_code == 3 and "1.5 for frame 40" in outcome.error
+    assert outcome.incomplete and outcome.exit_code == 3 and "frame 40:" in outcome.error and "is 1.5" in outcome.error
     data = json.loads(out.read_text())
     assert data["vce_stream"]["stopped_at_frame"] == 32
     assert all(e["end"] < 32 for e in data["videos"][0]["events"])

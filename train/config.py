@@ -19,6 +19,7 @@ from vce_stream.sources.preprocess import PreprocessConfig
 from vce_stream.errors import ConfigError
 from vce_stream.labels import LABELS, validate_labels
 from vce_stream.model.config import ArchConfig, arch_preset
+from vce_stream.limits import MAX_BATCH, MAX_COUNT, MAX_SCORE_FRAMES, MAX_THREADS, check_maxima
 
 MISSING_IMAGE_POLICIES = ("error", "skip")
 TRAINABLE = ("all", "differential", "heads")
@@ -58,6 +59,7 @@ class DataConfig:
     num_workers: int = 2
 
     def __post_init__(self) -> None:
+        check_maxima(self, "data.", {"every_k": MAX_COUNT, "val_every_k": MAX_COUNT, "num_workers": MAX_THREADS})
         if self.every_k < 1 or self.val_every_k < 1:
             raise ConfigError("data.every_k and data.val_every_k must be >= 1")
         if not 0.0 < self.val_fraction < 1.0:
@@ -303,6 +305,7 @@ class TrainConfig:
     threads: int | None = None
 
     def __post_init__(self) -> None:
+        check_maxima(self, "", {"batch_size": MAX_BATCH, "eval_batch_size": MAX_BATCH, "epochs": MAX_COUNT, "samples_per_epoch": MAX_SCORE_FRAMES, "checkpoint_every_steps": MAX_COUNT, "threads": MAX_THREADS})
         if self.batch_size < 1 or self.eval_batch_size < 1 or self.epochs < 1:
             raise ConfigError("batch_size, eval_batch_size and epochs must be >= 1")
         if self.samples_per_epoch is not None and self.samples_per_epoch < 1:

@@ -25,6 +25,10 @@ from typing import Any, TypeVar
 import yaml
 
 from vce_stream.errors import ConfigError
+from vce_stream.limits import MAX_FRAME_INDEX
+
+# Any whole number in a configuration file: frame offsets, sizes, seeds (an int64 holds 9.2e18).
+MAX_SETTING_INT = MAX_FRAME_INDEX
 
 T = TypeVar("T")
 
@@ -109,8 +113,16 @@ def load_yaml(path: str | Path) -> Any:
             return yaml.safe_load(handle)
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a YAML file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: YAML nested too deeply to be a configuration") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
 def _convert(tp: Any, value: Any, where: str) -> Any:
@@ -144,10 +156,14 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         raise ConfigError(f"{where}: expected nothing, got {value!r}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if isinstance(value, int) and abs(value) > MAX_SETTING_INT:
+                raise ConfigError(f"{where}: {value} is beyond any sensible setting")
             return float(value)
         raise ConfigError(f"{where}: expected a number, got {value!r}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) > MAX_SETTING_INT:  # beyond any size or index; would overflow numpy and C
+                raise ConfigError(f"{where}: {value} is beyond any sensible setting (at most {MAX_SETTING_INT:,})")
             return value
         raise ConfigError(f"{where}: expected a whole number, got {value!r}")
     if tp is bool:

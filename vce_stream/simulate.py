@@ -34,9 +34,10 @@ from scipy.signal import lfilter
 from scipy.special import expit, ndtri
 
 from vce_stream.config import from_dict, load_yaml
-from vce_stream.errors import ConfigError
+from vce_stream.errors import ConfigError, InputError
 from vce_stream.events.jsonio import frame_range_of, label_events_from_json, label_matrix, read_submission
 from vce_stream.labels import RARE_VISION, LabelKind, LabelSet
+from vce_stream.limits import MAX_SCORE_FRAMES
 from vce_stream.scores import VideoScores, save_scores
 
 
@@ -104,6 +105,9 @@ def simulate_video(
     frame_range = frame_range_of(events)
     if frame_range is None:
         return np.zeros(0, np.int64), np.zeros((0, len(labels)), np.float32)
+    length = frame_range[1] - frame_range[0] + 1
+    if length > MAX_SCORE_FRAMES:  # the simulator scores every frame of the range: bound it first
+        raise InputError(f"video {video_id!r}: events span {length:,} frames, more than the {MAX_SCORE_FRAMES:,} a scores file may hold")
     truth = label_matrix(label_events_from_json(events), frame_range, labels).astype(np.float64)
     rng = video_seed(config.seed, video_id)
     d = np.array([separation(config.auc(label, label_set)) for label in labels])

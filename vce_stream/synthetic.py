@@ -32,6 +32,7 @@ from vce_stream.events.event import Event
 from vce_stream.events.jsonio import dump_submission, submission_dict
 from vce_stream.labels import ANATOMY_ORDER, LABEL_INDEX, LABELS, LANDMARKS, PATHOLOGIES, RARE_VISION, LabelSet
 from vce_stream.postprocess.filters import run_bounds
+from vce_stream.limits import MAX_IMAGE_SIDE, check_maxima
 
 if TYPE_CHECKING:
     import torch
@@ -101,6 +102,7 @@ class SyntheticConfig:
     lesion_spacing: int = 12
 
     def __post_init__(self) -> None:
+        check_maxima(self, "synthetic ", {"frames": 10_000_000, "width": MAX_IMAGE_SIDE, "height": MAX_IMAGE_SIDE, "fps": 1_000, "lesion_frames": 100_000, "landmark_frames": 100_000, "lesion_spacing": 100_000})
         if self.frames < 100:
             raise ConfigError(f"a synthetic exam needs at least 100 frames, got {self.frames}")
         if min(self.width, self.height) < 32 or self.width % 2 or self.height % 2:

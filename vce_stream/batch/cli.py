@@ -8,7 +8,6 @@ local worker pool, with the same outputs.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import click

@@ -3,7 +3,8 @@
 An exam is a video file (by suffix) or a frame folder (a folder holding `frame_<n>.png`/`.jpg` files;
 it is a leaf: nothing under it is searched). The walk is sorted, so the same archive always gives the
 same exams in the same order. It never leaves the archive: symbolic links that resolve outside it are
-skipped and reported, linked folders are not descended into (no loops), hidden entries are ignored,
+skipped and reported (a frame folder holding even one frame file that links outside is skipped whole:
+scoring it without that frame would leave a silent hole), linked folders are not descended into (no loops), hidden entries are ignored,
 and so is OUTDIR when it lies inside the archive.
 
 An exam's identity (its journal key) is its path relative to the archive. Its video id is what `run`
@@ -124,6 +125,26 @@ def _has_frames(folder: str) -> bool:
         return False
 
 
+def _links_out(folder: Path, root: Path) -> str | None:
+    """Why frame folder `folder` may not be scored: frame files that are links resolving outside the
+    archive (or dangling), which a frame source would follow; None when every frame file stays inside."""
+    outside: list[str] = []
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if FRAME_NAME.match(entry.name) and entry.is_symlink():
+                    try:
+                        target = Path(entry.path).resolve(strict=True)
+                        target.relative_to(root)
+                    except (OSError, RuntimeError, ValueError):
+                        outside.append(entry.name)
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    if not outside:
+        return None
+    return f"{len(outside)} frame file(s) link outside the archive (first: {sorted(outside)[0]})"
+
+
 def discover(
     archive: str | os.PathLike[str], *, exclude: str | os.PathLike[str] | None = None, labels_dir: str | os.PathLike[str] | None = None
 ) -> Discovery:
@@ -146,8 +167,15 @@ def discover(
     def walk_error(exc: OSError) -> None:
         skipped.append(Skipped(_relative(Path(exc.filename or root), root), f"unreadable ({exc.strerror or exc})"))
 
+    def add_frames(key: str, path: Path) -> None:
+        problem = _links_out(path, root)
+        if problem is None:
+            found.append((key, path, "frames"))
+        else:
+            skipped.append(Skipped(key, problem))
+
     if _has_frames(str(root)):
-        found.append((".", root, "frames"))
+        add_frames(".", root)
     else:
         for dirpath, dirnames, filenames in os.walk(root, onerror=walk_error):
             here = Path(dirpath)
@@ -162,10 +190,10 @@ def discover(
                     if not _inside(path, root):
                         skipped.append(Skipped(key, "symbolic link to a folder outside the archive"))
                     elif _has_frames(str(path)):
-                        found.append((key, path, "frames"))
+                        add_frames(key, path)
                     continue  # linked folders are never walked into
                 if _has_frames(str(path)):
-                    found.append((key, path, "frames"))
+                    add_frames(key, path)
                 else:
                     keep.append(d)
             dirnames[:] = keep

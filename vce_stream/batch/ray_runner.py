@@ -19,6 +19,7 @@ from typing import Any
 from vce_stream.batch.local import ExamFunction
 from vce_stream.batch.task import ExamResult, ExamTask, failed_result
 from vce_stream.errors import ConfigError, InputError
+from vce_stream.limits import MAX_THREADS, check_maxima
 
 CONNECT_TIMEOUT_S = 10.0
 _HOST_PORT = re.compile(r"^(?:ray://)?(\[[^\]]+\]|[^:/\s]+):(\d+)$")
@@ -38,6 +39,7 @@ class RayConfig:
     max_retries: int = 1
 
     def __post_init__(self) -> None:
+        check_maxima(self, "ray ", {"cpus_per_exam": MAX_THREADS, "gpus_per_exam": 64, "max_retries": 100})
         if self.cpus_per_exam <= 0:
             raise ConfigError(f"cpus per exam must be > 0, got {self.cpus_per_exam}")
         if self.gpus_per_exam is not None and self.gpus_per_exam < 0:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from vce_stream.errors import ConfigError
+from vce_stream.limits import MAX_BATCH, check_maxima
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class BatchProfile:
     max: int = 32
 
     def __post_init__(self) -> None:
+        check_maxima(self, "batch profile ", {"min": MAX_BATCH, "opt": MAX_BATCH, "max": MAX_BATCH})
         if not 1 <= self.min <= self.opt <= self.max:
             raise ConfigError(f"batch profile needs 1 <= min <= opt <= max, got {self.text}")
 

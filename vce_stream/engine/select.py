@@ -34,6 +34,7 @@ from vce_stream.engine.manifest import (
     build_command,
     check_engine,
     read_manifest,
+    verified_artifact,
 )
 from vce_stream.engine.profile import BatchProfile
 from vce_stream.engine.base import FrameScorer
@@ -93,7 +94,8 @@ def expectation_for(bundle: Any, backend: str, device: torch.device, batch_size:
 def open_engine(
     engine_dir: str | Path, manifest: Manifest, bundle: Any, device: torch.device, threads: int | None = None
 ) -> FrameScorer:
-    """The scorer of an engine directory, without checks (`choose_engine` checks first)."""
+    """The scorer of an engine directory. `choose_engine` checks the manifest against the run first;
+    the backend checks the artifact itself (confined to `engine_dir`, its recorded size and sha256)."""
     return get_backend(manifest.backend).open(Path(engine_dir), manifest, bundle, device, threads)
 
 
@@ -122,8 +124,8 @@ def choose_engine(
             )
         run_device = backend_device(manifest.backend, device)
         check_engine(engine_dir, manifest, expectation_for(bundle, manifest.backend, run_device, batch_size), bundle_path)
-        if manifest.artifact is not None and not (engine_dir / manifest.artifact).is_file():
-            raise VceError(f"{engine_dir / manifest.artifact}: engine file missing (named by the manifest); rebuild the engine")
+        if manifest.artifact is not None:
+            verified_artifact(engine_dir, manifest)  # refused here, before the run prints its choice
         return EngineChoice(manifest.backend, run_device, engine_dir, manifest, f"engine {engine_dir} ({_describe(manifest)})")
 
     root = Path(cache_root) if cache_root is not None else default_cache_root()

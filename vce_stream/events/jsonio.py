@@ -20,6 +20,7 @@ from vce_stream.atomic import atomic_write_text
 from vce_stream.errors import SubmissionError
 from vce_stream.events.event import Event
 from vce_stream.labels import LABELS
+from vce_stream.limits import MAX_EVENTS, MAX_FRAME_INDEX, MAX_VIDEOS
 
 FrameRange = tuple[int, int]  # first and last frame index, inclusive
 
@@ -35,7 +36,11 @@ class TupleEvent:
 
 
 def label_matrix(events: Sequence[Event], frame_range: FrameRange, labels: Sequence[str] = LABELS) -> np.ndarray:
-    """(frames, labels) bool: which labels are active on each frame of `frame_range` (events clipped to it)."""
+    """(frames, labels) bool: which labels are active on each frame of `frame_range` (events clipped to it).
+
+    Dense over the whole range: for tools that need every frame (the simulator). Anything that follows
+    gaps in the frame indices uses `labels_at_frames` or `tuple_segments`, which are sparse.
+    """
     first, last = frame_range
     rank = {label: i for i, label in enumerate(labels)}
     matrix = np.zeros((max(0, last - first + 1), len(labels)), dtype=bool)
@@ -46,36 +51,63 @@ def label_matrix(events: Sequence[Event], frame_range: FrameRange, labels: Seque
     return matrix
 
 
+def labels_at_frames(events: Sequence[Event], frames: np.ndarray, labels: Sequence[str] = LABELS) -> np.ndarray:
+    """(len(frames), labels) bool: which labels are active on each of the given frame indices.
+
+    Sparse: costs O(frames + events) whatever the gaps between the indices (a 10^9-frame gap costs
+    nothing), unlike `label_matrix`, which is dense over a whole range.
+    """
+    frames = np.asarray(frames, dtype=np.int64)
+    rank = {label: i for i, label in enumerate(labels)}
+    # Per label, +1 at the first frame position an event covers and -1 after its last one.
+    delta = np.zeros((frames.size + 1, len(labels)), dtype=np.int64)
+    for ev in events:
+        lo = int(np.searchsorted(frames, ev.start, side="left"))
+        hi = int(np.searchsorted(frames, ev.end, side="right"))
+        if lo < hi:
+            delta[lo, rank[ev.label]] += 1
+            delta[hi, rank[ev.label]] -= 1
+    return np.cumsum(delta[:-1], axis=0) > 0
+
+
 def tuple_segments(
     events: Sequence[Event], frame_range: FrameRange | None = None, labels: Sequence[str] = LABELS
 ) -> list[TupleEvent]:
     """Tuple segmentation of per-label events over `frame_range` (default: from the first start to the last end).
 
-    A tuple event's score is the mean score of the label events it is cut from (0 for `label: []`).
+    A tuple event's score is the mean score of the label events it is cut from (0 for `label: []`);
+    where events of one label overlap, the later one in `events` gives the score.
+
+    Works on the stretches between event boundaries, never frame by frame: time and memory grow with
+    the number of events, not with the length of the range (a 10^9-frame gap costs nothing).
     """
     if frame_range is None:
         if not events:
             return []
         frame_range = (min(ev.start for ev in events), max(ev.end for ev in events))
-    first = frame_range[0]
-    matrix = label_matrix(events, frame_range, labels)
-    if matrix.shape[0] == 0:
+    first, last = frame_range
+    if last < first:
         return []
-    score_of = np.zeros(matrix.shape)  # per frame and label: the score of the covering event
     rank = {label: i for i, label in enumerate(labels)}
-    for ev in events:
-        s, e = max(ev.start, first), min(ev.end, frame_range[1])
-        if s <= e:
-            score_of[s - first : e - first + 1, rank[ev.label]] = ev.score
-    changes = np.flatnonzero(np.any(matrix[1:] != matrix[:-1], axis=1)) + 1
-    starts = np.concatenate([[0], changes])
-    ends = np.concatenate([changes - 1, [matrix.shape[0] - 1]])
+    inside = [(max(ev.start, first), min(ev.end, last), ev) for ev in events if max(ev.start, first) <= min(ev.end, last)]
+    # Stretch k covers frames bounds[k] .. bounds[k + 1] - 1; within one, no label switches on or off.
+    bounds = np.unique(np.array([first, last + 1, *(s for s, _, _ in inside), *(e + 1 for _, e, _ in inside)], dtype=np.int64))
+    count = bounds.size - 1
+    active = np.zeros((count, len(labels)), dtype=bool)
+    score_of = np.zeros((count, len(labels)))  # per stretch and label: the score of the covering event
+    for s, e, ev in inside:  # in list order, so a later event's score wins where events overlap
+        lo, hi = int(np.searchsorted(bounds, s)), int(np.searchsorted(bounds, e + 1))
+        active[lo:hi, rank[ev.label]] = True
+        score_of[lo:hi, rank[ev.label]] = ev.score
+    changes = np.flatnonzero(np.any(active[1:] != active[:-1], axis=1)) + 1
+    starts = np.concatenate([[0], changes]).astype(np.int64)
+    ends = np.concatenate([changes, [count]]).astype(np.int64)  # exclusive, in stretches
     out = []
     for s, e in zip(starts.tolist(), ends.tolist()):
-        active = np.flatnonzero(matrix[s])
-        names = tuple(sorted(labels[i] for i in active))
-        score = float(score_of[s, active].mean()) if active.size else 0.0
-        out.append(TupleEvent(first + s, first + e, names, score))
+        on = np.flatnonzero(active[s])
+        names = tuple(sorted(labels[i] for i in on))
+        score = float(score_of[s, on].mean()) if on.size else 0.0
+        out.append(TupleEvent(int(bounds[s]), int(bounds[e]) - 1, names, score))
     return out
 
 
@@ -181,8 +213,14 @@ def read_submission(path: str | Path, labels: Sequence[str] = LABELS) -> dict[st
             data = json.load(handle)
     except FileNotFoundError:
         raise SubmissionError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise SubmissionError(f"{path}: is a directory, not an event JSON") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise SubmissionError(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise SubmissionError(f"{path}: JSON nested too deeply to be an event file") from None
+    except OSError as exc:
+        raise SubmissionError(f"{path}: cannot read ({exc.strerror or exc})") from None
     return parse_submission(data, str(path), labels)
 
 
@@ -191,10 +229,17 @@ def parse_submission(data: Any, where: str = "submission", labels: Sequence[str]
     known = set(labels)
     if not isinstance(data, dict) or not isinstance(data.get("videos"), list):
         raise SubmissionError(f'{where}: expected an object with a "videos" list')
+    if len(data["videos"]) > MAX_VIDEOS:
+        raise SubmissionError(f"{where}: {len(data['videos']):,} videos, more than the {MAX_VIDEOS:,} an event file may hold")
+    total = sum(len(v["events"]) for v in data["videos"] if isinstance(v, dict) and isinstance(v.get("events"), list))
+    if total > MAX_EVENTS:
+        raise SubmissionError(f"{where}: {total:,} events, more than the {MAX_EVENTS:,} an event file may hold")
     videos: dict[str, list[dict[str, Any]]] = {}
     for v, video in enumerate(data["videos"]):
         if not isinstance(video, dict) or "video_id" not in video or not isinstance(video.get("events"), list):
             raise SubmissionError(f'{where}: videos[{v}] needs "video_id" and an "events" list')
+        if not isinstance(video["video_id"], (str, int)) or isinstance(video["video_id"], bool):
+            raise SubmissionError(f"{where}: videos[{v}].video_id must be a string, got {type(video['video_id']).__name__}")
         video_id = str(video["video_id"])
         if video_id in videos:
             raise SubmissionError(f"{where}: video {video_id!r} appears twice")
@@ -206,6 +251,8 @@ def parse_submission(data: Any, where: str = "submission", labels: Sequence[str]
             start, end, label = event.get("start"), event.get("end"), event.get("label")
             if not all(isinstance(x, int) and not isinstance(x, bool) for x in (start, end)):
                 raise SubmissionError(f"{at}: start and end must be integers, got {start!r}, {end!r}")
+            if not 0 <= start <= MAX_FRAME_INDEX or not 0 <= end <= MAX_FRAME_INDEX:
+                raise SubmissionError(f"{at}: start and end must lie in [0, {MAX_FRAME_INDEX:,}], got {start}, {end}")
             if end < start:
                 raise SubmissionError(f"{at}: end {end} before start {start}")
             if isinstance(label, str):
@@ -242,6 +289,7 @@ __all__ = [
     "frame_range_of",
     "label_events_from_json",
     "label_matrix",
+    "labels_at_frames",
     "parse_submission",
     "read_submission",
     "submission_dict",

@@ -36,7 +36,7 @@ from vce_stream.errors import ConfigError, InputError
 from vce_stream.labels import LABELS, RARE_VISION, LabelSet
 from vce_stream.model.classifier import DiffClipClassifier, FrameProbabilityModel, build_classifier
 from vce_stream.model.config import ArchConfig
-from vce_stream.model.heads import label_prompts
+from vce_stream.model.heads import label_prompts, prompt_mismatch
 
 BUNDLE_FORMAT = "vce-stream-bundle"
 FORMAT_VERSION = 1
@@ -203,6 +203,9 @@ def _parse_manifest(path: Path, vocabulary: LabelSet | None) -> BundleManifest:
     for ok, problem in checks:
         if not ok:
             raise InputError(f"{path}: {problem}")
+    mismatch = prompt_mismatch(manifest.labels, manifest.prompts)
+    if mismatch:
+        raise InputError(f"{path}: {mismatch}")
     try:
         manifest.postprocess.thresholds_for(n)
     except ConfigError as exc:
@@ -340,8 +343,9 @@ def save_bundle(
     postprocess.thresholds_for(len(labels))
     preprocess = preprocess or PreprocessConfig(size=arch.img_size)
     prompts = tuple(prompts) if prompts is not None else tuple(label_prompts(labels))
-    if len(prompts) != len(labels):
-        raise ValueError(f"{len(prompts)} prompts for {len(labels)} labels")
+    mismatch = prompt_mismatch(labels, prompts)
+    if mismatch:
+        raise ValueError(mismatch)
 
     state = {key: t.detach().to("cpu").contiguous().clone() for key, t in model.state_dict().items()}
     if set(state) != set(expected_shapes(arch)):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vce_stream.errors import ConfigError
+from vce_stream.limits import MAX_IMAGE_SIDE, check_maxima
 
 LAMBDA_SCHEDULES = ("constant", "depth")
 
@@ -51,6 +52,7 @@ class ArchConfig:
     logit_scale_max: float = 4.605170185988092
 
     def __post_init__(self) -> None:
+        check_maxima(self, "arch.", {"img_size": MAX_IMAGE_SIDE, "patch_size": MAX_IMAGE_SIDE, "width": 16_384, "depth": 256, "num_heads": 1_024, "mlp_ratio": 64, "feature_dim": 16_384, "num_labels": 1_024, "se_hidden": 16_384})
         if self.img_size % self.patch_size:
             raise ConfigError(f"arch.img_size {self.img_size} is not a multiple of patch_size {self.patch_size}")
         if self.width % self.num_heads:

@@ -7,6 +7,9 @@ weights, so inference never needs the text tower or a tokenizer.
 
 from __future__ import annotations
 
+import re
+
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -20,6 +23,28 @@ PROMPT_TEMPLATE = "a video capsule endoscopy image showing {label}"
 def label_prompts(labels: tuple[str, ...] | list[str], template: str = PROMPT_TEMPLATE) -> list[str]:
     """One text prompt per label."""
     return [template.format(label=label) for label in labels]
+
+
+def _names(prompt: str, label: str) -> bool:
+    """Whether `prompt` mentions `label` as a whole phrase (case-insensitive; "z-line" is one word)."""
+    return re.search(rf"(?<![\w-]){re.escape(label)}(?![\w-])", prompt, re.IGNORECASE) is not None
+
+
+def prompt_mismatch(labels: Sequence[str], prompts: Sequence[str]) -> str | None:
+    """Why `prompts` do not belong to `labels` (one per label, in the same order), or None if they do.
+
+    The text embeddings stored beside the classifier are the encoded prompts, so a label list edited
+    without its prompts (two labels swapped) would silently report one finding under another's name.
+    Each prompt must name its own label (as the template does); a prompt may name others too.
+    """
+    if len(prompts) != len(labels):
+        return f"{len(prompts)} prompts for {len(labels)} labels"
+    for i, (label, prompt) in enumerate(zip(labels, prompts)):
+        if not _names(prompt, label):
+            named = [other for other in labels if other != label and _names(prompt, other)]
+            hint = f" but names {named[0]!r} (labels and prompts out of step)" if named else ""
+            return f"prompt {i} {prompt!r} does not name its label {label!r}{hint}"
+    return None
 
 
 def random_text_embeddings(num_labels: int, dim: int, seed: int = 0) -> torch.Tensor:

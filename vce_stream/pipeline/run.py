@@ -34,7 +34,9 @@ from vce_stream.events.outcome import ExamOutcome
 from vce_stream.pipeline.batches import BatchPool
 from vce_stream.pipeline.progress import ProgressBar
 from vce_stream.pipeline.reader import BatchReader
+from vce_stream.limits import MAX_BATCH, MAX_QUEUE_DEPTH, check_maxima
 from vce_stream.postprocess.config import PostprocessConfig
+from vce_stream.probabilities import ProbabilityError, check_probabilities
 from vce_stream.postprocess.stage import EventStage
 from vce_stream.postprocess.video import video_events
 from vce_stream.sinks import ExamResult, ExamStart, ScoredBatch, Sink
@@ -63,6 +65,7 @@ class PipelineConfig:
     source: SourceConfig = field(default_factory=SourceConfig)
 
     def __post_init__(self) -> None:
+        check_maxima(self, "pipeline.", {"batch_size": MAX_BATCH, "queue_depth": MAX_QUEUE_DEPTH})
         if self.batch_size < 1:
             raise ConfigError(f"pipeline.batch_size must be >= 1, got {self.batch_size}")
         if self.queue_depth < 0:
@@ -108,21 +111,19 @@ class ScoreRecorder:
         return np.concatenate(self._indices), np.concatenate(self._probs)
 
 
-def checked_probabilities(raw: object, frame_indices: np.ndarray, num_labels: int) -> np.ndarray:
+def checked_probabilities(raw: object, frame_indices: np.ndarray, labels: Sequence[str]) -> np.ndarray:
     """The scorer's output as float32 (frames, labels), or ScorerOutputError naming the first bad frame.
 
-    NaN, infinities and values outside [0, 1] are never read as "nothing found": they stop the exam.
+    NaN, infinities and values outside [0, 1] are never read as "nothing found": they stop the exam
+    (`vce_stream.probabilities` holds the rule, shared with saved scores files).
     """
     probs = np.asarray(raw, dtype=np.float32)
-    if probs.shape != (frame_indices.size, num_labels):
-        raise ScorerOutputError(f"the scorer returned {probs.shape} for {frame_indices.size} frames x {num_labels} labels")
-    bad = ~(np.isfinite(probs) & (probs >= 0.0) & (probs <= 1.0))
-    if bad.any():
-        row, column = np.argwhere(bad)[0]
-        raise ScorerOutputError(
-            f"the scorer returned {float(probs[row, column])} for frame {int(frame_indices[row])} (label column {int(column)}); "
-            "probabilities must be finite numbers in [0, 1] (a broken model or engine)"
-        )
+    if probs.shape != (frame_indices.size, len(labels)):
+        raise ScorerOutputError(f"the scorer returned {probs.shape} for {frame_indices.size} frames x {len(labels)} labels")
+    try:
+        check_probabilities(probs, frame_indices, "the scorer's output", labels=labels)
+    except ProbabilityError as exc:
+        raise ScorerOutputError(f"{exc} (a broken model or engine)") from None
     return probs
 
 
@@ -215,7 +216,7 @@ def stream_exam(
             for batch in reader:
                 tensor, indices = batch.filled()
                 try:
-                    probs = checked_probabilities(scorer.score(tensor), indices, len(labels))
+                    probs = checked_probabilities(scorer.score(tensor), indices, labels)
                     for sink in sinks:
                         sink.scored(ScoredBatch(indices, tensor, probs))
                 finally:

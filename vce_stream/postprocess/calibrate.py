@@ -23,7 +23,7 @@ import numpy as np
 
 from vce_stream.errors import ConfigError, InputError
 from vce_stream.events.event import Event
-from vce_stream.events.jsonio import label_events_from_json, label_matrix
+from vce_stream.events.jsonio import label_events_from_json, labels_at_frames
 from vce_stream.metrics.temporal_map import MapResult
 from vce_stream.postprocess import tuning
 from vce_stream.postprocess.anatomy import section_runs
@@ -36,6 +36,7 @@ from vce_stream.postprocess.ranking import change_points, cut_runs
 from vce_stream.postprocess.runs import DenseVideo, Runs, densify, filter_runs, length_weighted
 from vce_stream.postprocess.tuning import best_gate
 from vce_stream.scores import VideoScores
+from vce_stream.limits import MAX_COUNT, MAX_LOOKAHEAD, MAX_VIDEOS, check_maxima
 
 METRICS = ("map50", "map95", "mean")
 FEATURES = ("gating", "anatomy", "landmarks")
@@ -66,6 +67,7 @@ class SearchConfig:
     length_powers: tuple[float, ...] = (0.0, 0.5, 1.0)
 
     def __post_init__(self) -> None:
+        check_maxima(self, "", {"folds": MAX_VIDEOS, "rounds": 1_000, "radii": MAX_LOOKAHEAD, "max_events": MAX_COUNT})
         if self.metric not in METRICS:
             raise ConfigError(f"metric must be one of {METRICS}, got {self.metric!r}")
         unknown = sorted(set(self.features) - set(FEATURES))
@@ -107,8 +109,7 @@ def prepare(
         if video.rows == 0:
             raise InputError(f"{where}: video {video_id!r} has no frames in the scores")
         truth = truth_by_label(gt[video_id], labels)
-        matrix = label_matrix(label_events_from_json(gt[video_id]), (int(video.frames[0]), int(video.frames[-1])), labels)
-        truth_rows = matrix[video.frames - video.frames[0]]
+        truth_rows = labels_at_frames(label_events_from_json(gt[video_id]), video.frames, labels)
         prepared.append(PreparedVideo(video_id, video, truth, truth_rows))
     if not prepared:
         raise InputError(f"{where}: no video with ground-truth events to calibrate on")

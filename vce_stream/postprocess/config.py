@@ -15,6 +15,7 @@ from typing import Any
 
 from vce_stream.config import layered_settings
 from vce_stream.errors import ConfigError
+from vce_stream.limits import MAX_COUNT, MAX_FILL, MAX_GAP, MAX_LOOKAHEAD, MAX_MIN_LEN, MAX_WINDOW, check_maxima
 
 PerLabel = float | tuple[float, ...]
 
@@ -76,6 +77,7 @@ class AnatomyConfig:
     eps: float = 1e-4  # probabilities are clipped to [eps, 1 - eps] before the logit
 
     def __post_init__(self) -> None:
+        check_maxima(self, "decoding.anatomy.", {"lag": MAX_LOOKAHEAD})
         if self.switch_penalty < 0:
             raise ConfigError(f"decoding.anatomy.switch_penalty must be >= 0, got {self.switch_penalty}")
         if self.lag < 1:
@@ -99,6 +101,7 @@ class LandmarksConfig:
     radius: int = 500
 
     def __post_init__(self) -> None:
+        check_maxima(self, "decoding.landmarks.", {"max_events": MAX_COUNT, "radius": MAX_LOOKAHEAD})
         if self.max_events < 1:
             raise ConfigError(f"decoding.landmarks.max_events must be >= 1, got {self.max_events}")
         if self.radius < 0:
@@ -157,6 +160,7 @@ class TemporalConfig:
     max_fill: int = 2
 
     def __post_init__(self) -> None:
+        check_maxima(self, "temporal.", {"window": MAX_WINDOW, "gap": MAX_GAP, "min_len": MAX_MIN_LEN, "max_fill": MAX_FILL})
         if self.window < 1 or self.window % 2 == 0:
             raise ConfigError(f"temporal.window must be an odd number >= 1, got {self.window}")
         if self.gap < 0:

@@ -23,6 +23,7 @@ import numpy as np
 from av.video.reformatter import Interpolation, VideoReformatter
 
 from vce_stream.errors import ConfigError, InputError
+from vce_stream.limits import MAX_IMAGE_SIDE, check_maxima
 from vce_stream.sources.base import ffmpeg_reason
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class PreprocessConfig:
     std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
 
     def __post_init__(self) -> None:
+        check_maxima(self, "preprocess.", {"size": MAX_IMAGE_SIDE})
         if self.size < 8:
             raise ConfigError(f"preprocess.size must be >= 8, got {self.size}")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:

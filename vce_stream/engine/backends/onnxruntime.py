@@ -19,8 +19,9 @@ import torch
 from vce_stream.engine.backends import Backend, register_backend
 from vce_stream.engine.base import check_frames
 from vce_stream.engine.device import package_version
+from vce_stream.engine.manifest import verified_artifact
 from vce_stream.engine.profile import BatchProfile, run_in_profile
-from vce_stream.errors import VceError
+from vce_stream.errors import InputError, VceError
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,11 @@ class OnnxScorer:
         if options.threads is not None:
             session_options.intra_op_num_threads = options.threads
         session_options.log_severity_level = 3  # errors only
-        self.session = ort.InferenceSession(str(model_path), session_options, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(model_path), session_options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own classes for every kind of unusable file
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise InputError(f"{model_path}: not a usable ONNX engine file ({first[:200]}); rebuild the engine") from None
         self.input_name = self.session.get_inputs()[0].name
         self.labels = tuple(labels)
         self.profile = profile
@@ -81,7 +86,7 @@ def _versions() -> dict[str, str]:
 
 def _open(engine_dir: Path | None, manifest: Any, bundle: Any, device: torch.device, threads: int | None) -> OnnxScorer:
     assert engine_dir is not None and manifest is not None
-    return OnnxScorer(engine_dir / str(manifest.artifact), tuple(bundle.labels), manifest.profile, OnnxRuntimeOptions(threads=threads))
+    return OnnxScorer(verified_artifact(engine_dir, manifest), tuple(bundle.labels), manifest.profile, OnnxRuntimeOptions(threads=threads))
 
 
 BACKEND = register_backend(

@@ -17,8 +17,9 @@ import torch
 from vce_stream.engine.backends import Backend, register_backend
 from vce_stream.engine.base import check_frames
 from vce_stream.engine.device import cuda_driver_version, package_version, tensorrt_version
+from vce_stream.engine.manifest import verified_artifact
 from vce_stream.engine.profile import BatchProfile, run_in_profile
-from vce_stream.errors import VceError
+from vce_stream.errors import InputError, VceError
 
 
 def tensorrt_available() -> bool:
@@ -43,8 +44,12 @@ class TensorRTScorer:
         self.device = torch.device(device)
         if self.device.type != "cuda":
             raise ValueError(f"TensorRT engines run on a CUDA device, not {self.device}")
-        with torch.cuda.device(self.device):
-            self.module = torch_tensorrt.load(str(program_path)).module()
+        try:
+            with torch.cuda.device(self.device):
+                self.module = torch_tensorrt.load(str(program_path)).module()
+        except Exception as exc:  # a damaged program fails in torch.export / TensorRT deserialisation
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise InputError(f"{program_path}: not a usable TensorRT engine file ({first[:200]}); rebuild the engine") from None
         self.labels = tuple(labels)
         self.profile = profile
 
@@ -78,7 +83,7 @@ def _versions() -> dict[str, str]:
 
 def _open(engine_dir: Path | None, manifest: Any, bundle: Any, device: torch.device, threads: int | None) -> TensorRTScorer:
     assert engine_dir is not None and manifest is not None
-    return TensorRTScorer(engine_dir / str(manifest.artifact), tuple(bundle.labels), manifest.profile, _run_device(device))
+    return TensorRTScorer(verified_artifact(engine_dir, manifest), tuple(bundle.labels), manifest.profile, _run_device(device))
 
 
 BACKEND = register_backend(
