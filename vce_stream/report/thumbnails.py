@@ -182,7 +182,11 @@ def encode_thumbnail(image: np.ndarray, size: int, quality: int = 80) -> bytes:
 
     array = np.ascontiguousarray(image, dtype=np.uint8)
     picture = Image.fromarray(array, "RGB")
-    picture.thumbnail((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    factor = max(picture.size) // size
+    if factor > 1:  # box-filter by a whole factor first: half the cost of a resampling filter
+        picture = picture.reduce(factor)
+    if max(picture.size) > size:
+        picture.thumbnail((size, size), Image.Resampling.BILINEAR)
     buffer = io.BytesIO()
     picture.save(buffer, format="JPEG", quality=quality, optimize=False)
     return buffer.getvalue()
@@ -202,6 +206,7 @@ class KeyFrameCollector:
         self._pinned: dict[int, bytes] = {}
         self._thumbs: dict[int, bytes] = {}  # frame -> JPEG, for every frame some list still holds
         self._last: int | None = None
+        self._first_count = sum(len(cols) for cols in _first_rules(list(self.labels)))
 
     @property
     def capacity(self) -> int:
@@ -240,16 +245,18 @@ class KeyFrameCollector:
 
         dropped: list[int] = []  # frames that left a list (their thumbnail may now be unreferenced)
         k = self.settings.top_k
-        for c, heap in enumerate(self._heaps):
-            if k:
-                self._offer(heap, k, probs[:, c], indices, c, thumb, dropped)
+        if k:
+            # One vectorised test for all labels: only columns with a row above their heap's floor go on.
+            floors = np.array([heap[0][0] if len(heap) >= k else -np.inf for heap in self._heaps], dtype=np.float64)
+            for c in np.flatnonzero((probs > floors[None, :]).any(axis=0)).tolist():
+                self._offer(self._heaps[c], k, probs[:, c], indices, c, thumb, dropped)
         if self._findings.size and self.settings.top_n:
             block = probs[:, self._findings]
             best = np.argmax(block, axis=1)
             score = block[np.arange(indices.size), best]
             self._offer(self._overall, self.settings.top_n, score, indices, self._findings[best], thumb, dropped)
-        hits = first_hits(probs, self.labels, self.settings.threshold)
-        for c in np.flatnonzero(hits.any(axis=0)).tolist():
+        hits = first_hits(probs, self.labels, self.settings.threshold) if len(self._firsts) < self._first_count else None
+        for c in np.flatnonzero(hits.any(axis=0)).tolist() if hits is not None else ():
             if c not in self._firsts:
                 row = int(np.argmax(hits[:, c]))
                 self._firsts[c] = (int(indices[row]), float(probs[row, c]))
