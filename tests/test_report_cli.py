@@ -119,3 +119,14 @@ def test_video_id_absent_from_the_scores_is_refused(exam, tmp_path, capsys):
     other.write_text(json.dumps({"videos": [{"video_id": "someone-else", "events": []}]}))
     code, err = cli(["report", str(other), str(exam.scores), str(exam.video), "--out", str(tmp_path / "r.html")], capsys)
     assert code == 2 and "no scores for video 'someone-else'" in err
+
+
+def test_input_that_breaks_part_way_still_gives_the_page_and_exit_3(exam, tmp_path, capsys):
+    cut = tmp_path / "cut.mkv"
+    data = exam.video.read_bytes()
+    cut.write_bytes(data[: len(data) * 6 // 10])  # the header announces 400 frames; about 240 are there
+    out = tmp_path / "cut.html"
+    code, err = cli(["report", str(exam.events), str(exam.scores), str(cut), "--out", str(out)], capsys)
+    assert code == 3 and "truncated" in err and err.count("\n") == 2  # the summary line, then the error
+    html = out.read_text()
+    assert "the input broke part way" in html and "no image" in html  # key frames after the cut have none
