@@ -25,6 +25,7 @@ _COMMANDS: dict[str, str] = {
     "evaluate": "vce_stream.metrics.cli:evaluate",
     "info": "vce_stream.model.cli:info",
     "postprocess": "vce_stream.postprocess.cli:postprocess",
+    "report": "vce_stream.report.cli:report_command",
     "run": "vce_stream.pipeline.cli:run",
     "simulate": "vce_stream.simulate:simulate_command",
     "synth": "vce_stream.synthetic:synth_command",
