@@ -330,6 +330,14 @@ def test_hf_hub_cache_folder_as_source(ckpt, hub, tmp_path):
     assert locate_open_clip(tmp_path / "m").weights.name == "open_clip_model.safetensors"
 
 
+def test_hf_hub_snapshot_folder_or_file_as_source(ckpt, hub, tmp_path):
+    snapshot = hub / ("models--" + HUB_ID.replace("/", "--")) / "snapshots" / ("a" * 40)
+    import_weights(str(snapshot), tmp_path / "from_folder")  # its files are links into ../../blobs
+    import_weights(str(snapshot / "open_clip_pytorch_model.bin"), tmp_path / "from_file")
+    assert _sha256(tmp_path / "from_folder" / "open_clip_model.safetensors") == _sha256(
+        tmp_path / "from_file" / "open_clip_model.safetensors")
+
+
 def test_hf_hub_id_with_safetensors_in_the_cache_loads_directly(ckpt, hub, tmp_path):
     import_weights(f"hf-hub:{HUB_ID}", tmp_path / "m")
     repo = hub / ("models--" + HUB_ID.replace("/", "--"))

@@ -53,6 +53,12 @@ def is_repo_folder(path: Path) -> bool:
     return path.name.startswith("models--") and (path / "snapshots").is_dir()
 
 
+def enclosing_repo(folder: Path) -> Path | None:
+    """The cached repository folder when `folder` is one of its snapshots (`models--*/snapshots/<rev>`)."""
+    repo = folder.parent.parent
+    return repo if folder.parent.name == "snapshots" and is_repo_folder(repo) else None
+
+
 def snapshot_folder(repo: Path, revision: str = "main") -> Path:
     """The snapshot folder of `revision` (a branch in `refs/` or a commit hash) in cached repository `repo`."""
     if not _REVISION.match(revision):

@@ -77,6 +77,7 @@ class ImportSource:
 
 def resolve_source(src: str, config: Path | None = None, text_dir: Path | None = None) -> ImportSource:
     """Where the checkpoint, its config and the text model files of `src` are (nothing loaded yet)."""
+    checkpoint: Path | None = None
     if src.startswith("hf-hub:"):
         repo_id = src.removeprefix("hf-hub:")
         repo = hub_cache.repo_folder(repo_id)
@@ -91,12 +92,13 @@ def resolve_source(src: str, config: Path | None = None, text_dir: Path | None =
         if not path.exists():
             raise InputError(f"{path}: no such checkpoint file or directory")
         if path.is_file():
-            folder, root, checkpoint = path.parent, path.parent, path
+            folder, checkpoint = path.parent, path
         elif hub_cache.is_repo_folder(path):
-            folder, root = hub_cache.snapshot_folder(path), path
+            folder = hub_cache.snapshot_folder(path)
         else:
-            folder, root = path, path
-    if src.startswith("hf-hub:") or not Path(src).is_file():
+            folder = path
+        root = hub_cache.enclosing_repo(folder) or folder  # a snapshot's files link into its repo's blobs/
+    if checkpoint is None:
         checkpoint = _find_pickle(folder, root)
     config_path = config if config is not None else hub_cache.confined_file(folder, CONFIG_NAME, root)
     if config_path is None or not config_path.is_file():
