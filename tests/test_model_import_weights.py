@@ -162,15 +162,22 @@ def test_import_leaves_the_source_untouched_and_refuses_to_overwrite(ckpt, impor
     assert len(err.strip().splitlines()) == 1
 
 
-def test_force_replaces_an_existing_directory(ckpt, tmp_path, capsys):
+def test_force_replaces_an_earlier_import_only(ckpt, tmp_path, capsys):
     out = tmp_path / "model"
-    out.mkdir()
-    (out / "stale.txt").write_text("old")
-    code, stdout, _ = _run_cli(["import-weights", str(ckpt.src / "open_clip_pytorch_model.bin"), "--out", str(out),
-                                "--force"], capsys)
+    source = str(ckpt.src / "open_clip_pytorch_model.bin")
+    code, stdout, _ = _run_cli(["import-weights", source, "--out", str(out)], capsys)
     assert code == 0 and "no text model files found" in stdout
+    (out / "stale.txt").write_text("old")
+    code, _, _ = _run_cli(["import-weights", source, "--out", str(out), "--force"], capsys)
+    assert code == 0
     assert not (out / "stale.txt").exists() and (out / "open_clip_model.safetensors").is_file()
-    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no temporary folder left behind
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no staged or old folder left behind
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "keep.jpg").write_bytes(b"x")
+    code, _, err = _run_cli(["import-weights", source, "--out", str(other), "--force"], capsys)
+    assert code == 2 and "is not an imported model directory; refusing to overwrite it" in err
+    assert (other / "keep.jpg").read_bytes() == b"x"
 
 
 def test_size_limit_refuses_before_reading(ckpt, tmp_path, capsys):

@@ -16,7 +16,8 @@ SRC is a checkpoint file, a directory holding one (and `open_clip_config.json`),
 (`models--owner--name`, its `refs/main` snapshot) or `hf-hub:owner/name` (looked up in the local hub cache
 only). Before anything is written the tensor names and shapes are checked against the image tower the
 config describes (and the text tower, when its config is at hand). DIR is written beside itself and
-renamed into place; an existing DIR is replaced only with --force, and never when it holds SRC.
+renamed into place (vce_stream.atomic.atomic_directory); an existing DIR is replaced only with --force and
+only when it is an earlier import (it holds import.json), never when it holds or lies inside SRC.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from typing import Any
 import click
 
 from vce_stream import __version__
+from vce_stream.atomic import atomic_directory, check_replaceable
 from vce_stream.errors import InputError
 from vce_stream.model import hub_cache
 from vce_stream.model.text import (
@@ -286,7 +287,12 @@ def import_weights(
         "text_dir": f"{TEXT_DIR_NAME}/" if source.text_dir is not None else None,
         "text_origin": source.text_origin or None,
     }
-    _write_dir(out_path, force, lambda tmp: _fill(tmp, state, open_clip_config, source, record))
+    with atomic_directory(out_path, marker=IMPORT_RECORD, what="an imported model directory") as staged:
+        _fill(staged, state, open_clip_config, source, record)
+        for path in staged.rglob("*"):
+            if path.is_file():
+                with open(path, "rb+") as handle:
+                    os.fsync(handle.fileno())
     return record
 
 
@@ -295,8 +301,7 @@ def _check_out(out: Path, source: ImportSource, force: bool) -> None:
     for path in source.protected:
         if target.is_relative_to(path) or path.is_relative_to(target):
             raise InputError(f"{out}: overlaps the source {source.label}; write the import elsewhere")
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: exists and is not a directory")
+    check_replaceable(out, IMPORT_RECORD, "an imported model directory")
     if out.exists() and any(out.iterdir()) and not force:
         raise InputError(f"{out}: exists and is not empty (replace it with --force)")
 
@@ -331,30 +336,6 @@ def _copy_text_files(text_dir: Path, root: Path, dest: Path) -> None:
         shutil.copyfile(found, dest / name)
 
 
-def _write_dir(out: Path, force: bool, fill) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        os.chmod(tmp, 0o755)
-        fill(tmp)
-        for path in tmp.rglob("*"):
-            if path.is_file():
-                with open(path, "rb+") as handle:
-                    os.fsync(handle.fileno())
-        old = None
-        if out.exists():
-            if not force and any(out.iterdir()):
-                raise InputError(f"{out}: appeared while importing; not replaced (use --force)")
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-            os.replace(out, old / "previous")
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def _sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -386,7 +367,7 @@ def parse_size(text: str) -> int:
               help="open_clip_config.json, when it does not lie beside the checkpoint.")
 @click.option("--text-dir", "text_dir", type=click.Path(path_type=Path, file_okay=False),
               help="The text model's config.json and tokenizer files (BiomedBERT's), copied into DIR/text/.")
-@click.option("--force", is_flag=True, help="Replace an existing, non-empty --out directory.")
+@click.option("--force", is_flag=True, help="Replace an existing --out directory written by an earlier import.")
 @click.option("--max-size", "max_size", default="4G", show_default=True,
               help="Refuse a checkpoint larger than this (bytes, or with a K/M/G suffix).")
 def import_weights_command(src: str, out: Path, config: Path | None, text_dir: Path | None, force: bool,
