@@ -377,6 +377,21 @@ def test_hub_refs_and_links_are_confined(hub, tmp_path):
         locate_open_clip(f"hf-hub:{HUB_ID}")
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ref=st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=60)
+       | st.sampled_from(["..", "../..", "/etc", "a/../../..", "main", "a" * 40]))
+def test_a_ref_never_leads_out_of_the_snapshots(tmp_path_factory, ref):
+    repo = tmp_path_factory.mktemp("cache") / "models--o--n"
+    (repo / "snapshots" / ("a" * 40)).mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(ref, encoding="utf-8")
+    try:
+        snapshot = hub_cache.snapshot_folder(repo)
+    except InputError:
+        return
+    assert snapshot.resolve().parent == (repo / "snapshots").resolve()
+
+
 def test_hub_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "a"))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "b"))
