@@ -24,6 +24,7 @@ _COMMANDS: dict[str, str] = {
     "demo-bundle": "vce_stream.model.cli:demo_bundle",
     "evaluate": "vce_stream.metrics.cli:evaluate",
     "info": "vce_stream.model.cli:info",
+    "import-weights": "vce_stream.model.import_weights:import_weights_command",
     "postprocess": "vce_stream.postprocess.cli:postprocess",
     "report": "vce_stream.report.cli:report_command",
     "run": "vce_stream.pipeline.cli:run",

@@ -9,7 +9,10 @@ Pretrained weights come from an open_clip model directory (`open_clip_config.jso
 `*.safetensors` checkpoint, as open_clip's `local-dir:` schema reads it) or the Hugging Face hub
 (`hf-hub:` ids, for users with a network). Only the image tower is built here: BiomedCLIP's text
 tower (HF BiomedBERT) reads its configuration from the hub, so text embeddings are computed once, by
-`encode_prompts`, and stored in the bundle. Pickle checkpoints (`.bin`, `.pth`) are refused.
+`encode_prompts`, and stored in the bundle (offline when the directory carries the text model's files
+in `text/`, see `vce_stream.model.text`). Pickle checkpoints (`.bin`, `.pth`) are refused here;
+`vce-stream import-weights` converts them with PyTorch's restricted loader. `hf-hub:` ids are looked up
+in the local hub cache first (and only there when HF_HUB_OFFLINE is set).
 """
 
 from __future__ import annotations
@@ -123,11 +126,42 @@ def _find_safetensors(directory: Path) -> Path:
         names = [p.name for p in others]
         raise InputError(f"{directory}: several safetensors files {names}; name one of {SAFETENSORS_NAMES}")
     pickles = sorted(p.name for p in directory.iterdir() if p.suffix in (".bin", ".pth", ".pt"))
-    hint = f" (found pickle checkpoint(s) {pickles}: refused, they can run code when loaded)" if pickles else ""
+    hint = (
+        f" (found pickle checkpoint(s) {pickles}: refused, they can run code when loaded; convert them with "
+        f"`vce-stream import-weights {directory} --out NEW_DIR`)"
+        if pickles
+        else ""
+    )
     raise InputError(f"{directory}: no safetensors checkpoint{hint}")
 
 
-def _locate_hub(source: str) -> OpenClipCheckpoint:  # pragma: no cover - needs a network
+def _locate_hub(source: str) -> OpenClipCheckpoint:
+    """An `hf-hub:` model from the local hub cache; downloaded only when not cached and not offline."""
+    from vce_stream.model import hub_cache
+
+    model_id = source.removeprefix(HF_HUB_PREFIX)
+    config_path = hub_cache.cached_file(model_id, OPEN_CLIP_CONFIG)
+    if config_path is None:
+        if hub_cache.hub_offline():
+            raise InputError(
+                f"{source}: not in the local hub cache ({hub_cache.repo_folder(model_id)}) and HF_HUB_OFFLINE is set"
+            )
+        return _download_hub(source)  # pragma: no cover - needs a network
+    snapshot = config_path.parent
+    weights = next(
+        (p for p in (hub_cache.confined_file(snapshot, n, snapshot.parent.parent) for n in SAFETENSORS_NAMES) if p),
+        None,
+    )
+    if weights is None:
+        raise InputError(
+            f"{source}: the cached hub repository has no safetensors checkpoint, only pickle files, which "
+            f"are refused; convert it once with `vce-stream import-weights {source} --out DIR` and use DIR"
+        )
+    config = _read_open_clip_config(config_path)
+    return OpenClipCheckpoint(source, config["model_cfg"], config.get("preprocess_cfg", {}), weights, None)
+
+
+def _download_hub(source: str) -> OpenClipCheckpoint:  # pragma: no cover - needs a network
     from huggingface_hub import hf_hub_download
     from open_clip.pretrained import download_pretrained_from_hf
 
@@ -135,7 +169,10 @@ def _locate_hub(source: str) -> OpenClipCheckpoint:  # pragma: no cover - needs 
     config = _read_open_clip_config(Path(hf_hub_download(model_id, OPEN_CLIP_CONFIG)))
     weights = Path(download_pretrained_from_hf(model_id))  # prefers a safetensors alternative
     if weights.suffix != ".safetensors":
-        raise InputError(f"{source}: the hub repository has no safetensors checkpoint; pickle files are refused")
+        raise InputError(
+            f"{source}: the hub repository has no safetensors checkpoint; pickle files are refused; "
+            f"convert it with `vce-stream import-weights {source} --out DIR` and use DIR"
+        )
     return OpenClipCheckpoint(source, config["model_cfg"], config.get("preprocess_cfg", {}), weights, None)
 
 
@@ -206,8 +243,14 @@ def encode_prompts(checkpoint: OpenClipCheckpoint, prompts: list[str]) -> torch.
 
     Builds the whole open_clip model and its tokenizer. For a model whose text tower is a Hugging Face
     model (BiomedCLIP's BiomedBERT) this needs `transformers` and the text model's config from the hub
-    or the local HF cache: run it once, where that is available, when creating a bundle.
+    or the local HF cache: run it once, where that is available, when creating a bundle. A local
+    directory with the text model's files in `text/` (`vce-stream import-weights`) needs no hub.
     """
+    if checkpoint.directory is not None:
+        from vce_stream.model.text import TEXT_CONFIG_NAME, TEXT_DIR_NAME, TextEncoder
+
+        if (checkpoint.directory / TEXT_DIR_NAME / TEXT_CONFIG_NAME).is_file():
+            return torch.from_numpy(TextEncoder(checkpoint.directory).encode_texts(prompts))
     import open_clip
 
     name = checkpoint.source if checkpoint.directory is None else f"{LOCAL_DIR_PREFIX}{checkpoint.directory}"
