@@ -25,6 +25,8 @@ _COMMANDS: dict[str, str] = {
     "info": "vce_stream.model.cli:info",
     "postprocess": "vce_stream.temporal.cli:postprocess",
     "run": "vce_stream.pipeline.cli:run",
+    "search": "vce_stream.embeddings.cli:search",
+    "similar": "vce_stream.embeddings.cli:similar",
     "simulate": "vce_stream.simulate:simulate_command",
     "synth": "vce_stream.synthetic:synth_command",
     "train": "train.cli:train",

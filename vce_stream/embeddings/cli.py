@@ -1,0 +1,78 @@
+"""`vce-stream similar`, `vce-stream search` and `vce-stream index`: retrieval over embeddings files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from vce_stream.embeddings import search as S
+from vce_stream.errors import InputError
+
+_EMB = click.Path(dir_okay=False, path_type=Path)
+
+
+@click.command("similar")
+@click.argument("embeddings", nargs=-1, required=True, type=_EMB)
+@click.option("--frame", "frame_ref", required=True, help="The query frame as EXAM:INDEX (exam = video id or file stem).")
+@click.option("--top", type=click.IntRange(min=1, max=100_000), default=10, show_default=True)
+@click.option("--exclude-within", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Leave out frames of the query's exam within N frames of it (the query itself always).")
+@click.option("--index", "index_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="A FAISS index built by `vce-stream index` over the archive (else exact search).")
+@click.option("--model", "bundle_path", type=click.Path(path_type=Path), default=None,
+              help="Check that the embeddings come from this bundle.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def similar(embeddings, frame_ref, top, exclude_within, index_dir, bundle_path, as_json) -> None:
+    """Frames that look like one frame, across one exam or many (EMBEDDINGS from `run --save-embeddings`)."""
+    bundle_hash = _bundle_hash(bundle_path)
+    exams = S.open_exams(embeddings, bundle_hash=bundle_hash)
+    index = None
+    if index_dir is not None:
+        from vce_stream.embeddings.index import open_index
+
+        index = open_index(index_dir, bundle_hash=exams[0].bundle_hash, dim=exams[0].dim)
+    query, hits = S.similar_frames(exams, frame_ref, top, exclude_within, index=index)
+    if as_json:
+        click.echo(S.hits_json({"exam": query.exam, "frame": query.frame, "exclude_within": exclude_within}, hits))
+    else:
+        click.echo(S.format_table(hits))
+
+
+@click.command("search")
+@click.argument("embeddings", nargs=-1, required=True, type=_EMB)
+@click.option("--text", required=True, help="What to look for, e.g. 'fresh blood in the small bowel'.")
+@click.option("--model", "bundle_path", required=True, type=click.Path(path_type=Path),
+              help="The bundle the embeddings came from (its text side encodes the query).")
+@click.option("--top", type=click.IntRange(min=1, max=100_000), default=10, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def search(embeddings, text, bundle_path, top, as_json) -> None:
+    """Frames matching a text, within one exam or several (exact cosine search)."""
+    from vce_stream.model.bundle import load_bundle
+
+    if not text.strip():
+        raise InputError("--text is empty: give the finding to search for, e.g. --text 'fresh blood'")
+    bundle = load_bundle(bundle_path)
+    exams = S.open_exams(embeddings, bundle_hash=bundle.content_hash)
+    hits = S.text_search(exams, text, text_encoder_for(bundle), top)
+    if as_json:
+        click.echo(S.hits_json({"text": text.strip()}, hits))
+    else:
+        click.echo(S.format_table(hits))
+
+
+def text_encoder_for(bundle) -> S.TextEncoder:
+    """The text encoder `search` uses for `bundle`: its stored label-prompt embeddings.
+
+    Integration point: when the bundle carries a text tower (import-weights, issue 13), return
+    `lambda texts: encode_texts(bundle, texts)` here instead, for arbitrary text.
+    """
+    return S.StoredPromptEncoder.from_bundle(bundle)
+
+
+def _bundle_hash(bundle_path: Path | None) -> str | None:
+    if bundle_path is None:
+        return None
+    from vce_stream.model.bundle import load_bundle
+
+    return load_bundle(bundle_path).content_hash
