@@ -22,6 +22,7 @@ _COMMANDS: dict[str, str] = {
     "engines": "engines.cli:engines_group",
     "demo-bundle": "vce_stream.model.cli:demo_bundle",
     "evaluate": "vce_stream.metrics.cli:evaluate",
+    "index": "vce_stream.embeddings.cli:index",
     "info": "vce_stream.model.cli:info",
     "postprocess": "vce_stream.temporal.cli:postprocess",
     "run": "vce_stream.pipeline.cli:run",

@@ -76,3 +76,26 @@ def _bundle_hash(bundle_path: Path | None) -> str | None:
     from vce_stream.model.bundle import load_bundle
 
     return load_bundle(bundle_path).content_hash
+
+
+@click.command("index")
+@click.argument("archive_out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--add", "embeddings", multiple=True, type=_EMB, help="Embeddings files to add (repeat, or a shell glob after one --add is not expanded: repeat --add).")
+@click.option("--exact-below", type=click.IntRange(min=1), default=None,
+              help="Rows under which the index stays exact (set when the index is created).")
+@click.option("--nlist", type=click.IntRange(min=1), default=None, help="IVF lists (set when the index is created).")
+@click.option("--nprobe", type=click.IntRange(min=1), default=None, help="IVF lists scanned per query.")
+def index(archive_out, embeddings, exact_below, nlist, nprobe) -> None:
+    """Build or grow the vector index of an archive (ARCHIVE_OUT/) from embeddings files."""
+    import dataclasses
+
+    from vce_stream.embeddings import index as I
+
+    exams = S.open_exams(embeddings) if embeddings else []
+    overrides = {k: v for k, v in dict(exact_below=exact_below, nlist=nlist, nprobe=nprobe).items() if v is not None}
+    params = dataclasses.replace(I.IndexParams(), **overrides)
+    idx = I.open_or_create(archive_out, exams, params)
+    added = idx.add(exams)
+    skipped = len(exams) - len(added)
+    click.echo(f"{archive_out}: {idx.kind} index, {idx.count} frames of {len(idx.exams)} exams "
+               f"(added {len(added)}{f', {skipped} already present' if skipped else ''})")
