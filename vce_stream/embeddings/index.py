@@ -10,10 +10,13 @@ Choice (for 100 exams x 60,000 frames = 6 million 512-d unit vectors; figures pe
   `nprobe` (the lists scanned), measured in examples/bench_embeddings.py. IVF-PQ would be 8x smaller
   (64-byte codes) but loses recall@10 noticeably without re-ranking against the full vectors.
 - Update cost: the coarse quantizer (k-means, `nlist` centroids) and the SQ ranges are trained ONCE,
-  when the archive first crosses `exact_below`, on the vectors held so far (the flat index keeps
-  them); the flat rows move into the IVF index in the same order, so row numbers do not change. After
-  that an exam is only encoded and appended (`add`, linear in its frames); nothing is retrained. HNSW
-  also adds without retraining but would cost 4x the memory.
+  when the archive first crosses `exact_below` (checked every 65,536 rows, so the flat index never
+  holds much more), on a sample of the vectors held so far (the flat index keeps them); the flat rows
+  move into the IVF index in the same order, so row numbers do not change. After that an exam is only
+  encoded and appended (`add`, linear in its frames); nothing is retrained. Committing rewrites the
+  index file (linear in the archive's bytes, not a rebuild). HNSW also adds without retraining but
+  would cost 4x the memory. The trade-off: the centroids are those of the first ~3 exams; recall
+  holds as long as later exams look like them (the benchmark measures recall with the same rule).
 
 On disk, ARCHIVE_OUT/ holds:
 
@@ -139,13 +142,14 @@ class FrameIndex:
         for emb in new:
             for chunk in _chunks(emb):
                 self.index.add(chunk)
+                if self.kind == "flat" and self.index.ntotal >= self.params.exact_below:
+                    # Crossing the threshold (once in the index's life): train on what is held, switch.
+                    self.index = _train_ivf(self.index, self.params)
+                    self.meta["kind"] = "ivf-sq8"
+                    self.meta["trained_at"] = int(self.index.ntotal)
             frames.append(np.asarray(emb.frame_indices, dtype=np.int64))
             entries.append(ExamEntry(emb.video_id, str(emb.path.resolve()), row, len(emb)))
             row += len(emb)
-        if self.kind == "flat" and row >= self.params.exact_below:
-            self.index = _train_ivf(self.index, self.params)
-            self.meta["kind"] = "ivf-sq8"
-            self.meta["trained_at"] = row
         self.frames = np.concatenate(frames)
         self.exams = entries
         self._first_rows = np.array([e.first_row for e in entries], dtype=np.int64)
