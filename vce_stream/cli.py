@@ -25,6 +25,7 @@ _COMMANDS: dict[str, str] = {
     "index": "vce_stream.embeddings.cli:index",
     "info": "vce_stream.model.cli:info",
     "postprocess": "vce_stream.temporal.cli:postprocess",
+    "prototypes": "vce_stream.embeddings.cli:prototypes",
     "run": "vce_stream.pipeline.cli:run",
     "search": "vce_stream.embeddings.cli:search",
     "similar": "vce_stream.embeddings.cli:similar",

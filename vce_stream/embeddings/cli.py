@@ -99,3 +99,45 @@ def index(archive_out, embeddings, exact_below, nlist, nprobe) -> None:
     skipped = len(exams) - len(added)
     click.echo(f"{archive_out}: {idx.kind} index, {idx.count} frames of {len(idx.exams)} exams "
                f"(added {len(added)}{f', {skipped} already present' if skipped else ''})")
+
+
+@click.group("prototypes")
+def prototypes() -> None:
+    """Few-shot findings: prototypes of example frames stored in a bundle."""
+
+
+@prototypes.command("add")
+@click.argument("bundle_path", metavar="BUNDLE", type=click.Path(path_type=Path))
+@click.option("--label", required=True, help="The new finding's name (not one of the bundle's labels).")
+@click.option("--examples", required=True,
+              help="Comma-separated EMB:INDEX example frames (embeddings files scored by this bundle).")
+@click.option("--background-gap", type=click.IntRange(min=0), default=50, show_default=True,
+              help="Frames of the example exams farther than this from every example are background.")
+def prototypes_add(bundle_path, label, examples, background_gap) -> None:
+    """Add a finding from a handful of example frames; its threshold is calibrated on the exams' background."""
+    from vce_stream.model import prototypes as P
+    from vce_stream.model.bundle import load_bundle
+
+    bundle = load_bundle(bundle_path)
+    refs = [r for r in (part.strip() for part in examples.split(",")) if r]
+    if not refs:
+        raise InputError("--examples is empty: give EMB:INDEX frames, comma-separated")
+    feats, background, names = P.gather_examples(refs, bundle.content_hash, bundle.arch.feature_dim, background_gap)
+    proto = P.build_prototype(label, feats, background, names)
+    result = P.add_prototype(bundle.path, proto)
+    note = "" if proto.separable else " (WARNING: the examples do not separate from the background; threshold at its 99.9th percentile)"
+    click.echo(f"{bundle.path}: prototype {label!r} from {len(names)} examples, cosine threshold {proto.threshold:.4f}, "
+               f"prototypes version {result.version} ({len(result.prototypes)} in all){note}")
+
+
+@prototypes.command("list")
+@click.argument("bundle_path", metavar="BUNDLE", type=click.Path(path_type=Path))
+def prototypes_list(bundle_path) -> None:
+    """The bundle's prototypes: label, threshold, examples."""
+    from vce_stream.model import prototypes as P
+    from vce_stream.model.bundle import load_bundle
+
+    protos = P.load_prototypes(load_bundle(bundle_path))
+    click.echo(f"prototypes version {protos.version}")
+    for p in protos.prototypes:
+        click.echo(f"{p.label}\tthreshold {p.threshold:.4f}\t{'separable' if p.separable else 'NOT separable'}\t{','.join(p.examples)}")
