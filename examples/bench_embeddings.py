@@ -1,6 +1,7 @@
 """Benchmarks of frame embeddings (issue 13): storage cost, the archive index, frame-to-frame retrieval.
 
-    python examples/bench_embeddings.py [--vectors 1000000] [--dim 512] [--queries 200] [--part all|store|index|retrieval]
+    python examples/bench_embeddings.py [--vectors 1000000] [--dim 512] [--queries 200]
+                                        [--part all|store|index|retrieval|prototypes] [--train-steps 0]
 
 store:     bytes per frame of the embeddings file, and the tiny model's frames/s scoring only (forward)
            against scoring + features + EmbeddingWriter.push (forward_with_features), same process.
@@ -16,6 +17,9 @@ retrieval: frame-to-frame Recall@1/@10 on synthetic lesions that reappear in a s
            --train-steps contrastive steps on disjoint synthetic lesions (a stand-in for the tiny model
            trained by `vce-stream train`, which learns labels, not re-identification), and raw pixels
            as a reference. Chance level is printed.
+prototypes: event-level precision/recall of a finding added from 5 example frames (`vce-stream
+           prototypes add` path: embeddings file, calibration on the exam's background, bundle storage,
+           `prototype_probs`, the paper's temporal post-processing) on synthetic FEATURE sequences.
 
 Speed is measured, never asserted; the CPU model is printed.
 """
@@ -121,11 +125,13 @@ def bench_index(work: Path, total: int, dim: int, queries: int) -> None:
         exams.append(memory_exam(clustered_chunk(min(EXAM_FRAMES, total - start), dim, centres, i), f"exam{i:03d}"))
     extra = memory_exam(clustered_chunk(EXAM_FRAMES, dim, centres, 10_000), "extra")
     gen_s = time.perf_counter() - t
+    print(f"  generated {total:,} + {EXAM_FRAMES:,} vectors in {gen_s:.1f} s", flush=True)
     params = IndexParams()
     t = time.perf_counter()
     index = create_index(work / "idx", dim, HASH, params)
     index.add(exams)
     build_s = time.perf_counter() - t
+    print(f"  built in {build_s:.1f} s", flush=True)
     t = time.perf_counter()
     index.add([extra])
     add_s = time.perf_counter() - t
@@ -301,6 +307,66 @@ def bench_retrieval(work: Path, steps: int, lesions: int = 100, background: int 
     print(f"{'chance':<44}{1 / n:>10.4f}{10 / n:>11.4f}")
 
 
+# --- prototypes -----------------------------------------------------------------------------------
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def synthetic_feature_exam(frames: int, segments, finding: np.ndarray, seed: int, mix: float) -> np.ndarray:
+    """Unit features: drifting mucosa + noise; inside `segments`, mix * finding + (1 - mix) * mucosa + noise."""
+    rng = np.random.default_rng(seed)
+    dim = finding.shape[0]
+    mucosa = _unit(np.ones(dim) + np.cumsum(rng.standard_normal((frames, dim)) * 0.02, axis=0))
+    rows = mucosa + rng.standard_normal((frames, dim)) * 0.1
+    for a, b in segments:
+        rows[a:b + 1] = mix * finding + (1 - mix) * mucosa[a:b + 1] + rng.standard_normal((b - a + 1, dim)) * 0.1
+    return _unit(rows)
+
+
+def bench_prototypes(work: Path, exams: int = 10, frames: int = 6000) -> None:
+    from vce_stream.config import TemporalConfig
+    from vce_stream.model.bundle import create_random_bundle, load_bundle
+    from vce_stream.model.prototypes import add_prototype, build_prototype, gather_examples, prototype_probs
+    from vce_stream.temporal.filters import offline_events
+
+    bundle = load_bundle(create_random_bundle(work / "pbundle", "tiny", seed=0))
+    dim = bundle.arch.feature_dim
+    print(f"\n[prototypes] a finding added from 5 example frames of one exam; {exams} other synthetic exams of "
+          f"{frames} frames with 4-6 finding segments each (synthetic FEATURE sequences of dim {dim}, not images); "
+          f"events by the paper's temporal post-processing; a match is temporal IoU >= 0.3")
+    print(f"{'finding strength (mix)':<24}{'precision':>10}{'recall':>8}{'events':>8}{'truth':>7}")
+    for mix in (0.8, 0.7, 0.6, 0.5):
+        finding = _unit(np.random.default_rng(42).standard_normal(dim))
+        first = [(300, 340), (1200, 1230), (2500, 2560)]
+        with EmbeddingWriter(work / "p0.emb", dim, bundle.content_hash, "p0") as writer:
+            writer.push(np.arange(frames), synthetic_feature_exam(frames, first, finding, 0, mix))
+        refs = [f"{work / 'p0.emb'}:{f}" for f in (305, 320, 1210, 2520, 2550)]
+        feats, background, names = gather_examples(refs, bundle.content_hash, dim)
+        protos = add_prototype(bundle.path, build_prototype(f"finding-{mix}", feats, background, names))
+        protos = type(protos)(protos.version, tuple(p for p in protos.prototypes if p.label == f"finding-{mix}"))
+        tp = predicted = actual = 0
+        for seed in range(1, exams + 1):
+            rng = np.random.default_rng(seed)
+            k = int(rng.integers(4, 7))
+            starts = np.sort(rng.choice(np.arange(100, frames - 200, 250), size=k, replace=False))
+            truth = [(int(a), int(a + rng.integers(10, 80))) for a in starts]
+            probs = prototype_probs(synthetic_feature_exam(frames, truth, finding, seed, mix), protos)
+            events = offline_events(np.arange(frames), probs, [0.5], TemporalConfig(), protos.labels)
+            used = set()
+            for e in events:
+                for j, (a, b) in enumerate(truth):
+                    inter, union = min(e.end, b) - max(e.start, a) + 1, max(e.end, b) - min(e.start, a) + 1
+                    if j not in used and inter > 0 and inter / union >= 0.3:
+                        used.add(j)
+                        break
+            tp += len(used)
+            predicted += len(events)
+            actual += len(truth)
+        print(f"{mix:<24}{tp / max(predicted, 1):>10.3f}{tp / actual:>8.3f}{predicted:>8}{actual:>7}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--vectors", type=int, default=1_000_000)
@@ -308,7 +374,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--train-steps", type=int, default=0,
                         help="contrastive steps for the 'trained' row (0: skip; ~3 s a step on 2 busy cores)")
-    parser.add_argument("--part", choices=["all", "store", "index", "retrieval"], default="all")
+    parser.add_argument("--part", choices=["all", "store", "index", "retrieval", "prototypes"], default="all")
     args = parser.parse_args()
     print(f"CPU: {cpu_model()}, torch threads {torch.get_num_threads()}")
     with tempfile.TemporaryDirectory(prefix="vce-bench-emb-") as tmp:
@@ -317,6 +383,8 @@ def main() -> None:
             bench_store(work)
         if args.part in ("all", "retrieval"):
             bench_retrieval(work, args.train_steps)
+        if args.part in ("all", "prototypes"):
+            bench_prototypes(work)
         if args.part in ("all", "index"):
             bench_index(work, args.vectors, args.dim, args.queries)
 
