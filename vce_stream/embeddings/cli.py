@@ -80,7 +80,7 @@ def _bundle_hash(bundle_path: Path | None) -> str | None:
 
 @click.command("index")
 @click.argument("archive_out", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--add", "embeddings", multiple=True, type=_EMB, help="Embeddings files to add (repeat, or a shell glob after one --add is not expanded: repeat --add).")
+@click.option("--add", "embeddings", multiple=True, type=_EMB, help="An embeddings file to add (repeat --add for several); exams already in the index are skipped.")
 @click.option("--exact-below", type=click.IntRange(min=1), default=None,
               help="Rows under which the index stays exact (set when the index is created).")
 @click.option("--nlist", type=click.IntRange(min=1), default=None, help="IVF lists (set when the index is created).")
