@@ -50,11 +50,11 @@ class Loop:
     """score -> temporal (-> collector), continued chunk after chunk over one exam's frame numbering."""
 
     def __init__(self, frames: np.ndarray, probs: np.ndarray, batch: int, collect: bool) -> None:
-        from vce_stream.config import PostprocessConfig
+        from vce_stream.postprocess.config import PostprocessConfig
         from vce_stream.labels import LABELS
         from vce_stream.report.thumbnails import KeyFrameCollector
         from vce_stream.synthetic import PaletteScorer
-        from vce_stream.temporal.streaming import MedianGapState
+        from vce_stream.postprocess.streaming import MedianGapState
 
         post = PostprocessConfig()
         self.frames, self.probs, self.batch = frames, probs, batch

@@ -3,7 +3,9 @@
 `build_classifier(arch)` gives `DiffClipClassifier`: normalised images (B, 3, S, S) -> ClassifierOutput
 (logits, contrastive logits). `FrameProbabilityModel` wraps it for inference: uint8 frames (B, S, S, 3)
 -> sigmoid probabilities (B, L), normalisation inside, so engines move uint8 (a quarter of the bytes of
-float32) and the exported graph is the whole frame -> probability function.
+float32) and the exported graph is the whole frame -> probability function. With
+`with_features=True` its forward returns (probabilities, L2-normalised image features) from the one
+pass over the backbone, so an exported graph has both as outputs (frame embeddings, issue 13).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vce_stream.sources.preprocess import PreprocessConfig
@@ -166,14 +169,35 @@ class FrameProbabilityModel(nn.Module):
     """uint8 frames (B, S, S, 3) RGB -> float32 label probabilities (B, L): what engines export.
 
     S is `preprocess.size`, which must equal the classifier's `arch.img_size`.
+    with_features: forward returns `forward_with_features(frames)` instead, so exporting this module
+    gives a graph with two outputs, probabilities (B, L) and unit image features (B, feature_dim).
     """
 
-    def __init__(self, classifier: DiffClipClassifier, preprocess: PreprocessConfig) -> None:
+    def __init__(
+        self, classifier: DiffClipClassifier, preprocess: PreprocessConfig, *, with_features: bool = False
+    ) -> None:
         super().__init__()
         if preprocess.size != classifier.arch.img_size:
             raise ValueError(f"preprocess.size {preprocess.size} differs from arch.img_size {classifier.arch.img_size}")
         self.normalize = UInt8Normalize(preprocess)
         self.classifier = classifier
+        self.with_features = with_features
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+    @property
+    def feature_dim(self) -> int:
+        return self.classifier.arch.feature_dim
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if self.with_features:
+            return self.forward_with_features(frames)
         return torch.sigmoid(self.classifier(self.normalize(frames)).logits)
+
+    def forward_with_features(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(probabilities (B, L), L2-normalised image features (B, feature_dim)) from one backbone pass.
+
+        The probabilities are computed exactly as `forward` computes them (same ops on the same feature);
+        the feature is the projected CLS feature the heads read, normalised as CLIP compares features.
+        """
+        features = self.classifier.visual(self.normalize(frames))
+        probabilities = torch.sigmoid(self.classifier.heads(features).logits)
+        return probabilities, F.normalize(features, dim=-1)

@@ -91,9 +91,9 @@ def read_exam_events(path: str | os.PathLike[str], video_id: str | None) -> tupl
 
 def anatomy_path_of(probs: np.ndarray, labels: Sequence[str]) -> np.ndarray | None:
     """The decoded monotone section path of every row (the decoder's default settings), or None without the five sections."""
-    from vce_stream.decoding.anatomy import monotone_viterbi, section_emissions
-    from vce_stream.decoding.config import AnatomyConfig
-    from vce_stream.decoding.decode import anatomy_columns
+    from vce_stream.postprocess.anatomy import monotone_viterbi, section_emissions
+    from vce_stream.postprocess.config import AnatomyConfig
+    from vce_stream.postprocess.decode import anatomy_columns
 
     columns = anatomy_columns(labels)
     if columns is None or probs.shape[0] == 0:
@@ -136,7 +136,7 @@ def scan_images(
     preprocess=None,
 ) -> ImageScan:
     """Decode INPUT once; prepare and hand to a KeyFrameCollector only the frames the page can show."""
-    from vce_stream.config import PreprocessConfig
+    from vce_stream.sources.preprocess import PreprocessConfig
     from vce_stream.sources import FrameFolderSource, SourceConfig, StreamBroken, open_source
     from vce_stream.sources.preprocess import prepare_frame
 
