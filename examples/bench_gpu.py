@@ -180,7 +180,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--cpu-smoke", action="store_true", help="tiny model, few frames, on the CPU (a test of the script)")
     args = parser.parse_args(argv)
 
-    from vce_stream.model.bundle import create_random_bundle, load_bundle
+    from vce_stream.model.bundle import load_bundle
+
+    from vce_stream.model.random_bundle import create_random_bundle
 
     smoke = args.cpu_smoke or not torch.cuda.is_available()
     device = torch.device("cpu" if smoke else f"cuda:{torch.cuda.current_device()}")

@@ -26,7 +26,8 @@ from vce_stream.engine.profile import BatchProfile
 from vce_stream.cli import main
 from vce_stream.engine.select import make_scorer
 from vce_stream.errors import InputError
-from vce_stream.model.bundle import create_random_bundle, load_bundle
+from vce_stream.model.bundle import load_bundle
+from vce_stream.model.random_bundle import create_random_bundle
 
 pytest.importorskip("onnxruntime")
 

@@ -26,7 +26,8 @@ from vce_stream.engine.low_precision import (
     precision_report,
     report_problems,
 )
-from vce_stream.model.bundle import create_random_bundle, load_bundle
+from vce_stream.model.bundle import load_bundle
+from vce_stream.model.random_bundle import create_random_bundle
 
 PROFILE = BatchProfile(1, 4, 8)
 

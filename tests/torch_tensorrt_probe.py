@@ -121,7 +121,8 @@ def main(root: str) -> None:
     from engines import tensorrt_builder
     from vce_stream.engine.profile import BatchProfile
     from vce_stream.engine.low_precision import low_precision_model, precision_report
-    from vce_stream.model.bundle import create_random_bundle, load_bundle
+    from vce_stream.model.bundle import load_bundle
+    from vce_stream.model.random_bundle import create_random_bundle
 
     passes, decompositions, settings_module = load(Path(root))
     fields = set(settings_module.CompilationSettings.__dataclass_fields__)
