@@ -54,7 +54,7 @@ def main() -> None:
 
     from vce_stream.cli import main as vce
 
-    from vce_stream.report.demo import scored_synthetic_exam
+    from vce_stream.synthetic import scored_synthetic_exam
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.keep or tmp)

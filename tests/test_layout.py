@@ -18,17 +18,19 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Bottom to top. A unit may import units of its own layer or of a lower one.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("__init__", "errors", "atomic", "labels", "config"),
-    ("events", "scores", "sources"),
+    ("__init__", "errors", "atomic", "labels", "config", "limits", "probabilities", "output_paths"),
+    ("events", "scores", "sources", "embeddings"),
     ("metrics",),
     ("postprocess",),
     ("model",),
     ("engine",),
-    ("sinks", "embeddings", "report"),
+    ("report",),
+    ("sinks",),
     ("pipeline",),
     ("batch",),
     ("simulate", "synthetic"),
-    ("cli", "__main__", "calibrate_cli"),
+    ("commands",),
+    ("cli", "__main__"),
 )
 LAYER_OF = {unit: level for level, units in enumerate(LAYERS) for unit in units}
 

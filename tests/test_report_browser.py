@@ -41,7 +41,7 @@ def browser():
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> Path:
-    from vce_stream.report.demo import scored_synthetic_exam
+    from vce_stream.synthetic import scored_synthetic_exam
 
     root = tmp_path_factory.mktemp("browser")
     exam = scored_synthetic_exam(root, frames=600, size=96, seed=5)

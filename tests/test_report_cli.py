@@ -12,7 +12,7 @@ import pytest
 
 from vce_stream.cli import main
 from vce_stream.labels import LANDMARKS, PATHOLOGIES
-from vce_stream.report.demo import scored_synthetic_exam
+from vce_stream.synthetic import scored_synthetic_exam
 from vce_stream.synthetic import SyntheticConfig, plan_exam, render_frames
 
 EXAM = dict(frames=400, size=96, seed=3)

@@ -426,3 +426,32 @@ def synth_command(out, frames, size, fps, seed, codec, gt_path, video_id, lesion
     plan = make_exam(out, config, gt_path=gt, video_id=video_id, codec=codec, digits=digits, start=start_number, step=step, ext=ext, labels_csv=labels_csv)
     click.echo(f"{out}: {frames} frames {width}x{height}, {len(plan.events())} label events; ground truth {gt}", err=True)
 
+
+# --- a scored synthetic exam (the report's example, benchmark and tests) -----------------------------
+
+
+@dataclass(frozen=True)
+class ScoredExam:
+    video: Path
+    events: Path
+    scores: Path
+    ground_truth: Path
+
+
+def scored_synthetic_exam(
+    folder: str | os.PathLike[str], *, frames: int = 600, size: int = 160, seed: int = 3, lesion_rate: float = 8.0, name: str = "exam"
+) -> ScoredExam:
+    """Write `<name>.mkv`, its ground truth, and the events and scores `run` gives for it, into `folder`.
+
+    `PaletteScorer` reads the synthetic marker colours through the real pipeline (`run_exam`), so the
+    events are the exam's ground truth: a review page of it shows meaningful findings without a model.
+    """
+    from vce_stream.pipeline.run import RunOptions, run_exam
+
+    root = Path(folder)
+    root.mkdir(parents=True, exist_ok=True)
+    video, gt = root / f"{name}.mkv", root / f"{name}.gt.json"
+    events, scores = root / f"{name}.events.json", root / f"{name}.scores.npz"
+    make_exam(video, SyntheticConfig(frames=frames, width=size, height=size, seed=seed, lesion_rate=lesion_rate), gt_path=gt)
+    run_exam(video, PaletteScorer(), events, RunOptions(save_scores=str(scores)))
+    return ScoredExam(video, events, scores, gt)

@@ -204,14 +204,8 @@ class StoredPromptEncoder:
 
     @classmethod
     def from_bundle(cls, bundle: object) -> StoredPromptEncoder:
-        """Read `heads.text_embeddings` alone from a loaded (hash-checked) ModelBundle's weights."""
-        from safetensors import safe_open
-
-        from vce_stream.model.bundle import TEXT_EMBEDDINGS_KEY
-
-        with safe_open(str(bundle.weights_path), framework="np") as handle:  # type: ignore[attr-defined]
-            embeddings = handle.get_tensor(TEXT_EMBEDDINGS_KEY)
-        return cls(bundle.labels, bundle.prompts, embeddings)  # type: ignore[attr-defined]
+        """The stored prompt embeddings of a loaded (hash-checked) ModelBundle."""
+        return cls(bundle.labels, bundle.prompts, bundle.text_embeddings())  # type: ignore[attr-defined]
 
     def __call__(self, texts: list[str]) -> np.ndarray:
         rows = []

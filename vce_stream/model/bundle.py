@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 from torch import nn
@@ -119,6 +120,13 @@ class ModelBundle:
     @property
     def weights_path(self) -> Path:
         return self.path / self.manifest.weights.file
+
+    def text_embeddings(self) -> np.ndarray:
+        """The stored prompt embeddings (labels x feature size), read alone from the weights file."""
+        from safetensors import safe_open
+
+        with safe_open(str(self.weights_path), framework="np") as handle:
+            return handle.get_tensor(TEXT_EMBEDDINGS_KEY)
 
     def read_state_dict(self) -> dict[str, torch.Tensor]:
         """The weights, checked against the manifest's sha256 on the very bytes that are loaded."""

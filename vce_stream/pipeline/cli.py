@@ -13,11 +13,11 @@ import sys
 import click
 
 from vce_stream.config import layered_settings
-from vce_stream.postprocess.config import postprocess_settings
+from vce_stream.postprocess.config import PostprocessConfig, postprocess_settings
 from vce_stream.engine.select import BACKEND_CHOICES, choose_engine, open_choice, resolve_device
 from vce_stream.errors import VceError
 from vce_stream.pipeline.run import PipelineConfig, RunOptions, exam_sinks, output_targets, source_path, stream_exam
-from vce_stream.sinks.checks import check_outputs
+from vce_stream.output_paths import check_outputs
 from vce_stream.sources import open_source
 
 
@@ -39,6 +39,8 @@ from vce_stream.sources import open_source
 @click.option("--allow-gaps", is_flag=True, help="Score a frame folder whose numbering has holes.")
 @click.option("--format", "container_format", help="Container of INPUT when it cannot be probed (e.g. mpegts, matroska).")
 @click.option("--frame-offset", type=int, help="Added to video and pipe frame indices (SPEC §4).")
+@click.option("--report", "report", type=click.Path(dir_okay=False), help="Also write the review page (one self-contained HTML file).")
+@click.option("--report-top", type=click.IntRange(0, 1000), default=100, show_default=True, help="Frames in the report's overall top list.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML with pipeline: and postprocess: settings.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary line.")
 def run(
@@ -59,6 +61,8 @@ def run(
     allow_gaps: bool,
     container_format: str | None,
     frame_offset: int | None,
+    report: str | None,
+    report_top: int,
     config_path: str | None,
     quiet: bool,
 ) -> None:
@@ -86,19 +90,24 @@ def run(
             pipeline=pipeline,
         )
         inputs = [source_path(source), model, *([labels_csv] if labels_csv else [])]
+        extra_sinks = [report_sink(report, report_top, model, bundle.labels, post)] if report else []
         # Before the model is built: an output that would overwrite an input, or cannot be written, costs nothing.
-        check_outputs(output_targets(exam_sinks(out, options)), inputs=inputs)
+        check_outputs(output_targets([*exam_sinks(out, options), *extra_sinks]), inputs=inputs)
         run_device = resolve_device(device)
         choice = choose_engine(bundle, backend, engine_dir=engine_dir, device=run_device, batch_size=pipeline.batch_size)
         if not quiet:
             click.echo(f"engine: {choice.reason}", err=True)
+        for sink in extra_sinks:
+            sink.engine = choice.reason
         scorer = open_choice(choice, bundle)
     except BaseException:
         source.close()
         raise
     options = dataclasses.replace(options, pin_memory=run_device.type == "cuda")
     progress = sys.stderr if (not quiet and sys.stderr.isatty()) else None
-    outcome = stream_exam(source, scorer, out, options, follow=sys.stdout if follow else None, progress=progress, inputs=inputs)
+    outcome = stream_exam(
+        source, scorer, out, options, follow=sys.stdout if follow else None, progress=progress, extra_sinks=extra_sinks, inputs=inputs
+    )  # fmt: skip
     if not quiet:
         click.echo(outcome.line(), err=True)
     if outcome.incomplete:
@@ -126,3 +135,17 @@ def pipeline_from_command_line(
         source=dataclasses.replace(pipeline.source, **source_changes),
         **({"batch_size": batch_size} if batch_size else {}),
     )
+
+
+def report_sink(path: str, top: int, bundle_path: str, labels: tuple[str, ...], post: PostprocessConfig):
+    """The `--report` sink, stating the bundle, thresholds and decoding the events came from."""
+    from vce_stream.report.thumbnails import KeyFrameSettings
+    from vce_stream.sinks.report import ReportSink
+
+    decoding = "metric-aware decoding (see the bundle's postprocess.decoding)" if post.decoding.enabled else (
+        f"SPEC §6 filter: median window {post.temporal.window}, gap {post.temporal.gap}, minimum length {post.temporal.min_len}"
+    )  # fmt: skip
+    return ReportSink(
+        path, KeyFrameSettings(top_n=top), bundle=str(bundle_path),
+        thresholds=dict(zip(labels, post.thresholds_for(len(labels)))), decoding=decoding,
+    )  # fmt: skip

@@ -13,7 +13,7 @@ probabilities kept in memory; otherwise the streamed events themselves.
 Nothing decided is lost: when the input breaks part way, the scorer returns garbage, or the run is
 interrupted (SIGINT or SIGTERM), the stage is flushed at the last scored frame and every sink closes
 with an outcome that says the exam is incomplete and where it stopped. Outputs are checked before any
-frame is scored (`vce_stream.sinks.checks`): none may overwrite an input or another output.
+frame is scored (`vce_stream.output_paths`): none may overwrite an input or another output.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from vce_stream.probabilities import ProbabilityError, check_probabilities
 from vce_stream.postprocess.stage import EventStage
 from vce_stream.postprocess.video import video_events
 from vce_stream.sinks import ExamResult, ExamStart, ScoredBatch, Sink
-from vce_stream.sinks.checks import check_outputs
+from vce_stream.output_paths import check_outputs
 from vce_stream.sinks.event_json import EventJsonSink
 from vce_stream.sinks.json_lines import JsonLinesSink
 from vce_stream.sinks.scores import ScoresSink
@@ -194,7 +194,10 @@ def stream_exam(
     pool = BatchPool(config.queue_depth + 2, config.batch_size, options.preprocess.size, pin_memory=options.pin_memory)
     bar = ProgressBar(video_id, source.expected_frames, progress, enabled=True) if progress is not None else None
     for sink in sinks:
-        sink.open(ExamStart(video_id=video_id, labels=labels, input=source.name, expected_frames=source.expected_frames))
+        sink.open(ExamStart(
+            video_id=video_id, labels=labels, input=source.name, expected_frames=source.expected_frames,
+            fps=getattr(source, "frame_rate", None), frame_offset=config.source.frame_offset,
+        ))  # fmt: skip
     streamed: list[Event] = []
     frames, first, last = 0, 0, -1
     error: BaseException | None = None

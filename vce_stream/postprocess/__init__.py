@@ -9,7 +9,7 @@ The data flow, one module each:
   video; `live`: its streaming form for `run --follow`;
 - `video`: `video_events`, the one whole-video decision `run`, `postprocess`, `calibrate` and training use;
 - `fastmap`, `tuning`, `calibrate`: per-label AP for searches, the one F1/gate/evaluation toolbox, and
-  the calibration search; `cli`: the `postprocess` command (`calibrate`'s is `vce_stream/calibrate_cli.py`).
+  the calibration search; `cli`: the `postprocess` command (`calibrate` is in `vce_stream/commands/`).
 
 This package's `__init__` imports nothing, so importing one module does not import them all.
 """

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,30 +28,11 @@ import numpy as np
 
 from vce_stream.errors import EXIT_INCOMPLETE, InputError, SubmissionError, VceError
 from vce_stream.events.event import Event
+from vce_stream.labels import RARE_VISION
+from vce_stream.output_paths import check_outputs
 from vce_stream.report.thumbnails import KeyFrameCollector, KeyFrames, KeyFrameSettings, needed_frames
 
 PUSH_BATCH = 32  # prepared frames handed to the collector at once
-
-
-def check_writable(path: str | os.PathLike[str], what: str) -> Path:
-    """Refuse an output that cannot be written, before any work (InputError, exit 2).
-
-    Creates the parent folder and a temporary file in it (removed at once): the one test that also
-    catches read-only folders and full quotas.
-    """
-    path = Path(path)
-    if path.is_dir():
-        raise InputError(f"{path}: is a folder; the {what} must be a file path")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
-        os.close(fd)
-        os.unlink(name)
-    except (FileExistsError, NotADirectoryError):
-        raise InputError(f"{path}: cannot write the {what} there (part of its folder path is a file)") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot write the {what} there ({exc.strerror or exc})") from None
-    return path
 
 
 def read_exam_events(path: str | os.PathLike[str], video_id: str | None) -> tuple[str, list[Event], dict]:
@@ -202,7 +182,8 @@ def make_report(
     from vce_stream.report.page import ReportFacts, render_report
     from vce_stream.scores import load_scores
 
-    target = check_writable(out, "report")
+    target = Path(out)
+    check_outputs([("report", target)], inputs=[events_path, scores_path, input])
     video_id, events, block = read_exam_events(events_path, video_id)
     labels, videos = load_scores(scores_path)
     if video_id not in videos:
@@ -214,7 +195,7 @@ def make_report(
     if unknown:
         raise InputError(f"{events_path}: label {unknown[0]!r} is not among the scores' labels")
     path = anatomy_path_of(probs, labels)
-    landmark_starts = [ev.start for ev in events if ev.label in ("z-line", "pylorus", "ileocecal valve")]
+    landmark_starts = [ev.start for ev in events if ev.label in RARE_VISION.landmark_sections]
     pinned = sorted(set(section_starts(path, frames)) | set(landmark_starts))
     scan = scan_images(input, frames, probs, labels, settings, pinned, source_config=source_config, labels_csv=labels_csv)
     notes = [f"events from {events_path}; probabilities and key-frame ranking from {scores_path}"]
@@ -274,4 +255,4 @@ def report_command(events, scores, input, out, top_n, top_k, video_id, labels_cs
         raise VceError(f"{error} (report written to {target}, key frames after the break without image)", exit_code=EXIT_INCOMPLETE)
 
 
-__all__ = ["anatomy_path_of", "check_writable", "make_report", "read_exam_events", "report_command", "scan_images"]
+__all__ = ["anatomy_path_of", "make_report", "read_exam_events", "report_command", "scan_images"]

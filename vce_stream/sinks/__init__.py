@@ -23,7 +23,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,16 +42,19 @@ class ExamStart:
     labels: tuple[str, ...]
     input: str = ""
     expected_frames: int | None = None
-    facts: dict[str, Any] = field(default_factory=dict)  # bundle, engine, settings: for reports
+    fps: float | None = None  # frames per second where frame indices come from timestamps, else None
+    frame_offset: int = 0
 
 
 @dataclass(frozen=True)
 class ScoredBatch:
-    """One scored batch: frame indices (B,), prepared uint8 frames (B, S, S, 3), probabilities (B, L)."""
+    """One scored batch: frame indices (B,), prepared uint8 frames (B, S, S, 3), probabilities (B, L),
+    and the L2-normalised image features (B, D) when the run asked for them (else None)."""
 
     frame_indices: np.ndarray
     frames: Any
     probs: np.ndarray
+    features: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,7 @@
 """`vce-stream calibrate SCORES GT.json --out CALIB.yaml [--bundle B]`: tune the decoding on validation scores.
 
-The search itself is `vce_stream.postprocess.calibrate`; this command sits at the top of the package,
-beside `cli.py`, because it also reads and writes model bundles (`--bundle`), which sit above
-post-processing in the layering.
+The search itself is `vce_stream.postprocess.calibrate`; this command sits in `commands/` because it
+also reads and writes model bundles (`--bundle`), which sit above post-processing in the layering.
 """
 
 from __future__ import annotations
