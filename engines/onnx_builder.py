@@ -11,6 +11,7 @@ quantised per batch at run time; attention's activation-by-activation MatMuls st
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import logging
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ class OnnxBuildConfig:
 
     input_name: str = "frames"
     output_name: str = "probs"
+    features_name: str = "features"  # the second output: unit image features (run --save-embeddings)
     per_channel: bool = False
     int8_ops: tuple[str, ...] = ("MatMul", "Gemm")
 
@@ -40,9 +42,15 @@ class OnnxBuildConfig:
 def export_onnx(
     model: torch.nn.Module, path: str | Path, profile: BatchProfile, image_size: int, config: OnnxBuildConfig = OnnxBuildConfig()
 ) -> Path:
-    """Export `model` (uint8 (B, S, S, 3) -> probs) with the dynamo exporter; the batch axis stays
-    symbolic ("batch"), everything else is fixed by `image_size`."""
+    """Export `model` (uint8 (B, S, S, 3) -> probs, unit features) with the dynamo exporter; the batch
+    axis stays symbolic ("batch"), everything else is fixed by `image_size`. A FrameProbabilityModel is
+    exported with both outputs from its one backbone pass (`with_features`), so the engine serves
+    `run --save-embeddings` at no extra cost."""
     path = Path(path)
+    two_outputs = hasattr(model, "forward_with_features")
+    if two_outputs:
+        model = copy.copy(model)  # shares the weights; only the export's output flag differs
+        model.with_features = True
     example_batch = max(2, min(profile.opt, 4))  # a batch of 1 would be specialised away by torch.export
     example = torch.randint(0, 256, (example_batch, image_size, image_size, 3), dtype=torch.uint8)
     batch = torch.export.Dim("batch", min=1, max=max(profile.max, example_batch))
@@ -52,7 +60,7 @@ def export_onnx(
             (example,),
             str(path),
             input_names=[config.input_name],
-            output_names=[config.output_name],
+            output_names=[config.output_name, config.features_name] if two_outputs else [config.output_name],
             dynamic_shapes=({0: batch},),
             dynamo=True,
             external_data=False,
@@ -94,7 +102,8 @@ def build(
 
 def verify(path: str | Path, precision: str, image_size: int) -> list[str]:
     """Problems with the built file, empty when it has the requested properties: one uint8 input
-    (batch, S, S, 3) with a symbolic batch axis, one float output, and for int8 integer MatMuls."""
+    (batch, S, S, 3) with a symbolic batch axis, float outputs (probabilities, then image features), and
+    for int8 integer MatMuls."""
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
@@ -110,8 +119,9 @@ def verify(path: str | Path, precision: str, image_size: int) -> list[str]:
         problems.append("input has no symbolic batch axis")
     elif [d.dim_value for d in dims[1:]] != [image_size, image_size, 3]:
         problems.append(f"input frames are {[d.dim_value for d in dims[1:]]}, not [{image_size}, {image_size}, 3]")
-    if model.graph.output[0].type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
-        problems.append("output is not float32")
+    for output in model.graph.output:
+        if output.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
+            problems.append(f"output {output.name} is not float32")
     op_types = {node.op_type for node in model.graph.node}
     if precision == "int8" and "MatMulInteger" not in op_types:
         problems.append("no int8 MatMulInteger nodes: quantisation did not take")

@@ -251,3 +251,15 @@ def test_run_command_uses_an_engine_and_refuses_one_of_another_bundle(cache, bun
     err = capsys.readouterr().err
     assert info.value.code == 2 and not (tmp_path / "x.json").exists()
     assert err.count("\n") == 1 and "built for another bundle" in err and "rebuild it with: vce-stream build-engine --model" in err
+
+
+def test_an_onnx_engine_returns_the_image_features_of_the_same_pass_as_pytorch(cache, bundle):
+    """Both graph outputs: probabilities and unit features, equal to the PyTorch model's one-pass pair."""
+    scorer = make_scorer(bundle, engine_dir=cache["onnxruntime-fp32"], device="cpu", batch_size=4)
+    batch = frames(11)  # split into 8 + 3 (padded) by the profile
+    probs, features = scorer.score_with_features(batch)
+    ref_probs, ref_features = torch_scorer(bundle, "cpu").score_with_features(batch)
+    assert features.shape == (11, bundle.arch.feature_dim) and probs.shape == (11, 17)
+    assert np.abs(probs - ref_probs).max() <= TOLERANCE.fp32 and np.abs(features - ref_features).max() <= 1e-4
+    np.testing.assert_allclose(np.linalg.norm(features, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(probs, scorer.score(batch))

@@ -27,3 +27,11 @@ def check_frames(frames: torch.Tensor) -> None:
     """Raise ValueError unless `frames` is what `FrameScorer.score` accepts: uint8 (B, H, W, 3)."""
     if frames.dtype != torch.uint8 or frames.dim() != 4 or frames.shape[-1] != 3:
         raise ValueError(f"expected uint8 frames (B, H, W, 3), got {frames.dtype} {tuple(frames.shape)}")
+
+
+@runtime_checkable
+class FeatureScorer(FrameScorer, Protocol):
+    """A FrameScorer that also returns each frame's L2-normalised image feature from the same forward
+    pass (for `run --save-embeddings`): (probabilities (B, L), features (B, D)), both float32 numpy."""
+
+    def score_with_features(self, frames: torch.Tensor) -> tuple[np.ndarray, np.ndarray]: ...

@@ -39,6 +39,7 @@ from vce_stream.sources import open_source
 @click.option("--allow-gaps", is_flag=True, help="Score a frame folder whose numbering has holes.")
 @click.option("--format", "container_format", help="Container of INPUT when it cannot be probed (e.g. mpegts, matroska).")
 @click.option("--frame-offset", type=int, help="Added to video and pipe frame indices (SPEC §4).")
+@click.option("--save-embeddings", type=click.Path(dir_okay=False), help="Also write every frame's image feature (fp16; for search, similar, index).")
 @click.option("--report", "report", type=click.Path(dir_okay=False), help="Also write the review page (one self-contained HTML file).")
 @click.option("--report-top", type=click.IntRange(0, 1000), default=100, show_default=True, help="Frames in the report's overall top list.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML with pipeline: and postprocess: settings.")
@@ -61,6 +62,7 @@ def run(
     allow_gaps: bool,
     container_format: str | None,
     frame_offset: int | None,
+    save_embeddings: str | None,
     report: str | None,
     report_top: int,
     config_path: str | None,
@@ -91,6 +93,10 @@ def run(
         )
         inputs = [source_path(source), model, *([labels_csv] if labels_csv else [])]
         extra_sinks = [report_sink(report, report_top, model, bundle.labels, post)] if report else []
+        if save_embeddings:
+            from vce_stream.sinks.embeddings import EmbeddingsSink
+
+            extra_sinks.append(EmbeddingsSink(save_embeddings, bundle.arch.feature_dim, bundle.content_hash))
         # Before the model is built: an output that would overwrite an input, or cannot be written, costs nothing.
         check_outputs(output_targets([*exam_sinks(out, options), *extra_sinks]), inputs=inputs)
         run_device = resolve_device(device)
@@ -98,7 +104,8 @@ def run(
         if not quiet:
             click.echo(f"engine: {choice.reason}", err=True)
         for sink in extra_sinks:
-            sink.engine = choice.reason
+            if hasattr(sink, "engine"):
+                sink.engine = choice.reason
         scorer = open_choice(choice, bundle)
     except BaseException:
         source.close()

@@ -27,7 +27,7 @@ from typing import TextIO
 
 import numpy as np
 
-from vce_stream.engine.base import FrameScorer
+from vce_stream.engine.base import FeatureScorer, FrameScorer
 from vce_stream.errors import ConfigError, InputError, OutputError, ScorerOutputError, VceError
 from vce_stream.events.event import Event
 from vce_stream.events.outcome import ExamOutcome
@@ -186,6 +186,10 @@ def stream_exam(
         source.close()
         raise
     labels = tuple(scorer.labels)
+    with_features = any(sink.wants_features for sink in sinks)
+    if with_features and not isinstance(scorer, FeatureScorer):
+        source.close()
+        raise ConfigError(f"this engine ({type(scorer).__name__}) does not return image features; use --backend torch or onnxruntime for --save-embeddings")
     post = options.postprocess
     video_id = options.video_id or source.video_id
     stage = EventStage(labels, post)
@@ -219,9 +223,10 @@ def stream_exam(
             for batch in reader:
                 tensor, indices = batch.filled()
                 try:
-                    probs = checked_probabilities(scorer.score(tensor), indices, labels)
+                    raw, features = scorer.score_with_features(tensor) if with_features else (scorer.score(tensor), None)
+                    probs = checked_probabilities(raw, indices, labels)
                     for sink in sinks:
-                        sink.scored(ScoredBatch(indices, tensor, probs))
+                        sink.scored(ScoredBatch(indices, tensor, probs, features))
                 finally:
                     pool.release(batch)
                 emit(stage.push(indices, probs))
@@ -238,6 +243,8 @@ def stream_exam(
     if bar is not None:
         bar.close()
     if frames == 0 and not isinstance(error, ScorerOutputError):
+        for sink in sinks:
+            sink.abort()
         if isinstance(error, VceError):
             raise InputError(str(error)) from None  # nothing scored: the input could not start (exit 2)
         if error is not None:

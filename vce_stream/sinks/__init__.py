@@ -9,6 +9,10 @@ work in one method):
 - `emit(video_id, events, **extra)`: events the moment the post-processing closes them (live output).
 - `close(result)`: the exam is over (complete or not); the whole-video events, the kept
   probabilities and the outcome are in `result`. File sinks write here, atomically.
+- `abort()`: the exam could not start after all (nothing was scored): drop anything half made.
+
+A sink that needs each frame's image feature sets `wants_features`; the pipeline then scores with
+`score_with_features` (one forward pass gives both) and fills `ScoredBatch.features`.
 
 `Sink` gives every method a no-op default, so a sink implements only what it uses. File sinks also
 offer `targets()`, the paths they will write, so the pipeline can refuse outputs that would overwrite
@@ -75,6 +79,7 @@ class Sink:
     """Base class of sinks: every method a no-op, `targets()` empty. `what` names the output in messages."""
 
     what: str = "output"
+    wants_features: bool = False
 
     def targets(self) -> Sequence[Path]:
         """Files this sink will write (checked before scoring starts)."""
@@ -90,6 +95,9 @@ class Sink:
         pass
 
     def close(self, result: ExamResult) -> None:
+        pass
+
+    def abort(self) -> None:
         pass
 
 

@@ -67,6 +67,19 @@ class OnnxScorer:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         return run_in_profile(frames.cpu(), self.profile, self._run).astype(np.float32, copy=False)
 
+    def score_with_features(self, frames: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Both outputs of the engine's graph (probabilities, unit features): one forward pass."""
+        check_frames(frames)
+        if len(self.session.get_outputs()) < 2:
+            raise VceError("this ONNX Runtime engine was built without the image-feature output; rebuild it with `vce-stream build-engine`")
+
+        def both(batch: torch.Tensor) -> np.ndarray:
+            probs, features = self.session.run(None, {self.input_name: batch.contiguous().numpy()})[:2]
+            return np.concatenate([probs, features], axis=1)
+
+        joined = run_in_profile(frames.cpu(), self.profile, both).astype(np.float32, copy=False)
+        return joined[:, : len(self.labels)], joined[:, len(self.labels) :]
+
 
 def _installed() -> bool:
     return importlib.util.find_spec("onnxruntime") is not None

@@ -40,6 +40,15 @@ class TorchScorer:
             probs = self.model(frames)
         return probs.float().cpu().numpy()
 
+    def score_with_features(self, frames: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities and unit image features from one forward pass (`forward_with_features`)."""
+        check_frames(frames)
+        if self.device.type == "cuda":
+            frames = frames.to(self.device, non_blocking=True)
+        with torch.inference_mode():
+            probs, features = self.model.forward_with_features(frames)
+        return probs.float().cpu().numpy(), features.float().cpu().numpy()
+
 
 def torch_scorer(bundle: Any, device: str | torch.device = "cpu") -> TorchScorer:
     """The bundle's own PyTorch model as a scorer on `device`."""

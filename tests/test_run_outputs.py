@@ -1,0 +1,72 @@
+"""`run --save-embeddings` and `run --report`: outputs fed while the exam streams, as sinks."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vce_stream.cli import main
+from vce_stream.embeddings.store import read_embeddings
+from vce_stream.engine.backends.pytorch import torch_scorer
+from vce_stream.model.bundle import load_bundle
+from vce_stream.model.random_bundle import create_random_bundle
+from vce_stream.scores import load_scores
+from vce_stream.sources import open_source
+from vce_stream.sources.preprocess import prepare_frame
+from vce_stream.synthetic import SyntheticConfig, make_exam
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    return create_random_bundle(tmp_path_factory.mktemp("bundle") / "tiny", "tiny", seed=0)
+
+
+@pytest.fixture(scope="module")
+def exam(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("exam")
+    make_exam(root / "exam.mkv", SyntheticConfig(frames=140, width=80, height=80, seed=4), gt_path=root / "gt.json")
+    return root / "exam.mkv"
+
+
+def cli(args: list, capsys) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as info:
+        main([str(a) for a in args])
+    return info.value.code, capsys.readouterr().err
+
+
+def test_save_embeddings_writes_the_features_of_the_pass_that_gave_the_probabilities(bundle, exam, tmp_path, capsys):
+    out, scores, emb = tmp_path / "events.json", tmp_path / "scores.npz", tmp_path / "exam.emb"
+    code, err = cli(["run", exam, "--model", bundle, "--out", out, "--save-scores", scores, "--save-embeddings", emb, "--quiet"], capsys)
+    assert code == 0, err
+    embeddings = read_embeddings(emb)
+    _, videos = load_scores(scores)
+    frames, _ = videos["exam"]
+    loaded = load_bundle(bundle)
+    assert embeddings.complete and embeddings.bundle_hash == loaded.content_hash and embeddings.video_id == "exam"
+    np.testing.assert_array_equal(embeddings.frame_indices, frames)
+    # The stored rows are the model's own features (fp16) of those very frames.
+    source = open_source(exam)
+    first = [prepare_frame(frame, loaded.preprocess) for (_, frame), _ in zip(source.frames(), range(5))]
+    source.close()
+    _, reference = torch_scorer(loaded).score_with_features(torch.from_numpy(np.stack(first)))
+    np.testing.assert_allclose(embeddings.vectors[:5].astype(np.float32), reference, atol=2e-3)
+
+
+def test_report_is_written_from_the_stream_with_key_frame_thumbnails(bundle, exam, tmp_path, capsys):
+    out, page = tmp_path / "events.json", tmp_path / "exam.html"
+    code, err = cli(["run", exam, "--model", bundle, "--out", out, "--report", page, "--report-top", "12", "--quiet"], capsys)
+    assert code == 0, err
+    html = page.read_text(encoding="utf-8")
+    assert "reading aid" in html.lower() and "exam" in html
+    assert len(re.findall(r"data:image/jpeg;base64,", html)) >= 12
+    assert str(bundle) in html and "PyTorch eager" in html
+
+
+def test_an_embeddings_path_equal_to_the_event_json_is_refused_before_scoring(bundle, exam, tmp_path, capsys):
+    out = tmp_path / "events.json"
+    code, err = cli(["run", exam, "--model", bundle, "--out", out, "--save-embeddings", out, "--quiet"], capsys)
+    assert code == 2 and "each output needs its own path" in err and not out.exists()
