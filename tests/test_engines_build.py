@@ -94,9 +94,9 @@ def test_backend_auto_prefers_the_cached_int8_engine_then_falls_back_to_torch(ca
     assert (choice.backend, choice.engine_dir) == ("onnxruntime", cache["onnxruntime-int8"])
     explicit = choose_engine(bundle, "onnxruntime", device="cpu", batch_size=4, cache_root=cache["root"])
     assert explicit.engine_dir == cache["onnxruntime-int8"]
-    # A batch size outside every cached profile finds nothing: PyTorch, never a silent build.
-    fallback = choose_engine(bundle, "auto", device="cpu", batch_size=64, cache_root=cache["root"])
-    assert (fallback.backend, fallback.engine_dir) == ("torch", None)
+    # A batch size outside every cached profile still takes the engine: the runner splits it (issue 15).
+    split = choose_engine(bundle, "auto", device="cpu", batch_size=64, cache_root=cache["root"])
+    assert split.engine_dir == cache["onnxruntime-int8"] and "split to fit" in split.reason
     assert choose_engine(bundle, "auto", device="cpu", cache_root=tmp_path / "empty").backend == "torch"
     with pytest.raises(VceError, match="no onnxruntime engine .* build one with: vce-stream build-engine --model"):
         choose_engine(bundle, "onnxruntime", device="cpu", cache_root=tmp_path / "empty")
@@ -127,9 +127,13 @@ def test_an_engine_from_another_cpu_or_library_version_is_refused(cache, bundle,
         make_scorer(bundle, engine_dir=old)
 
 
-def test_a_run_batch_outside_the_profile_and_a_wrong_backend_are_refused(cache, bundle):
-    with pytest.raises(EngineMismatchError, match="built for batch profile 1,4,8, this run uses batch 32.*--batch 1,32,32"):
-        make_scorer(bundle, engine_dir=cache["onnxruntime-fp32"], batch_size=32)
+def test_a_run_batch_outside_the_profile_is_split_and_a_wrong_backend_is_refused(cache, bundle):
+    """Issue 15 item 6: the runner splits or pads any batch into the profile, so no batch size is refused."""
+    choice = choose_engine(bundle, engine_dir=cache["onnxruntime-fp32"], batch_size=32)
+    assert "run batch 32 is split to fit" in choice.reason
+    scorer = make_scorer(bundle, engine_dir=cache["onnxruntime-fp32"], batch_size=32)
+    batch = frames(32)
+    assert np.abs(scorer.score(batch) - torch_scorer(bundle, "cpu").score(batch)).max() <= TOLERANCE.fp32
     with pytest.raises(EngineMismatchError, match="is a onnxruntime engine, but --backend torch"):
         make_scorer(bundle, "torch", engine_dir=cache["onnxruntime-fp32"])
 
@@ -263,3 +267,38 @@ def test_an_onnx_engine_returns_the_image_features_of_the_same_pass_as_pytorch(c
     assert np.abs(probs - ref_probs).max() <= TOLERANCE.fp32 and np.abs(features - ref_features).max() <= 1e-4
     np.testing.assert_allclose(np.linalg.norm(features, axis=1), 1.0, atol=1e-5)
     np.testing.assert_array_equal(probs, scorer.score(batch))
+
+
+def test_cuda_without_an_index_resolves_to_the_current_device_mocked_cuda(monkeypatch):
+    """Mocked CUDA (this machine has no GPU): "cuda" becomes "cuda:<current>", never an index of None."""
+    from vce_stream.engine.select import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    assert resolve_device("cuda") == torch.device("cuda", 1)
+    assert resolve_device("auto") == torch.device("cuda", 1)
+    assert resolve_device("cuda:0") == torch.device("cuda", 0)
+    with pytest.raises(VceError, match=r"has 2 CUDA device\(s\)"):
+        resolve_device("cuda:5")
+
+
+def test_a_device_this_machine_lacks_is_one_line():
+    from vce_stream.engine.select import resolve_device
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(VceError, match="no CUDA device"):
+        resolve_device("cuda")
+    with pytest.raises(VceError, match="not a device"):
+        resolve_device("gpu7")
+
+
+def test_backend_auto_on_cuda_never_takes_a_cached_cpu_engine_mocked_cuda(cache, bundle, monkeypatch):
+    """Mocked CUDA (no GPU here): a cached ONNX Runtime engine fits the bundle, but a GPU run is served by
+    torch on the GPU (or a TensorRT engine), never by a CPU engine unless asked for."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    choice = choose_engine(bundle, "auto", device="cuda", batch_size=4, cache_root=cache["root"])
+    assert (choice.backend, choice.engine_dir, choice.device) == ("torch", None, torch.device("cuda", 0))

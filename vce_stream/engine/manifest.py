@@ -89,7 +89,8 @@ class Manifest:
 
 @dataclass(frozen=True)
 class EngineExpectation:
-    """What this run needs from an engine. `batch_size` None skips the profile check."""
+    """What this run needs from an engine. `batch_size` (the run's) is recorded for messages only: any
+    batch size is padded or split into an engine's profile."""
 
     bundle_hash: str
     labels: tuple[str, ...]
@@ -209,16 +210,9 @@ def find_mismatches(manifest: Manifest, expected: EngineExpectation) -> list[str
         built, here = manifest.versions.get(name), expected.versions.get(name)
         if built != here:
             problems.append(f"built with {name} {built or 'absent'}, this machine has {name} {here or 'absent'}")
-    if expected.batch_size is not None and not manifest.profile.contains(expected.batch_size):
-        problems.append(f"built for batch profile {manifest.profile.text}, this run uses batch {expected.batch_size}")
+    # The run's batch size is not a mismatch: an engine pads a smaller batch and splits a larger one
+    # into its profile (`profile.run_in_profile`), so every batch size is served, at some cost in speed.
     return problems
-
-
-def fixing_profile(profile: BatchProfile, batch_size: int | None) -> BatchProfile:
-    """The profile to rebuild with: the old one, widened to take `batch_size` as its optimum."""
-    if batch_size is None or profile.contains(batch_size):
-        return profile
-    return BatchProfile(min(profile.min, batch_size), batch_size, max(profile.max, batch_size))
 
 
 def build_command(
@@ -238,6 +232,5 @@ def check_engine(
     """Raise EngineMismatchError (one line: the mismatches, then the fixing command) unless it fits."""
     problems = find_mismatches(manifest, expected)
     if problems:
-        profile = fixing_profile(manifest.profile, expected.batch_size)
-        command = build_command(bundle_path, manifest.backend, manifest.precision, profile, engine_dir)
+        command = build_command(bundle_path, manifest.backend, manifest.precision, manifest.profile, engine_dir)
         raise EngineMismatchError(f"engine {engine_dir} cannot be used: {'; '.join(problems)}; rebuild it with: {command}")

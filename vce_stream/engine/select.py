@@ -62,16 +62,24 @@ class EngineChoice:
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """None or "auto": the first CUDA device if there is one, else the CPU. A name torch does not
-    know, or CUDA on a machine without it, is a VceError (exit 2)."""
+    """The one place a device name becomes a device. None or "auto": CUDA where there is a device,
+    else the CPU. "cuda" without an index becomes "cuda:<current device>" here, once, so nothing
+    downstream ever sees an index of None. A name torch does not know, CUDA on a machine without it, or
+    an index the machine does not have is a VceError (exit 2)."""
     if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(device)
-    except RuntimeError:
+    except (RuntimeError, ValueError):
         raise ConfigError(f"--device {device}: not a device (cpu, cuda, cuda:N or auto)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
+    if device.type != "cuda":
+        return device
+    if not torch.cuda.is_available():
         raise VceError(f"device {device} was asked for, but this machine has no CUDA device")
+    if device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    if not 0 <= device.index < torch.cuda.device_count():
+        raise VceError(f"device {device} was asked for, but this machine has {torch.cuda.device_count()} CUDA device(s): cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
     return device
 
 
@@ -126,7 +134,7 @@ def choose_engine(
         check_engine(engine_dir, manifest, expectation_for(bundle, manifest.backend, run_device, batch_size), bundle_path)
         if manifest.artifact is not None:
             verified_artifact(engine_dir, manifest)  # refused here, before the run prints its choice
-        return EngineChoice(manifest.backend, run_device, engine_dir, manifest, f"engine {engine_dir} ({_describe(manifest)})")
+        return EngineChoice(manifest.backend, run_device, engine_dir, manifest, f"engine {engine_dir} ({_describe(manifest, batch_size)})")
 
     root = Path(cache_root) if cache_root is not None else default_cache_root()
     if backend == "torch":
@@ -142,7 +150,7 @@ def choose_engine(
                 f"{build_command(bundle_path, backend, _default_precision(backend), profile, None)}"
             )
         path, manifest = found
-        return EngineChoice(backend, run_device, path, manifest, f"cached engine {path.name} ({_describe(manifest)})")
+        return EngineChoice(backend, run_device, path, manifest, f"cached engine {path.name} ({_describe(manifest, batch_size)})")
 
     for candidate in backend_names():
         entry = get_backend(candidate)
@@ -152,7 +160,7 @@ def choose_engine(
         found = _cached(root, bundle, candidate, run_device, batch_size, entry.auto_precisions)
         if found is not None:
             path, manifest = found
-            return EngineChoice(candidate, run_device, path, manifest, f"auto: cached engine {path.name} ({_describe(manifest)})")
+            return EngineChoice(candidate, run_device, path, manifest, f"auto: cached engine {path.name} ({_describe(manifest, batch_size)})")
     return EngineChoice("torch", device, None, None, f"auto: no cached engine fits, PyTorch eager on {device}")
 
 
@@ -208,8 +216,11 @@ def _profile_for(batch_size: int | None) -> BatchProfile:
     return BatchProfile(1, batch_size, max(DEFAULT_PROFILE.max, batch_size))
 
 
-def _describe(manifest: Manifest) -> str:
+def _describe(manifest: Manifest, batch_size: int | None = None) -> str:
+    fit = ""
+    if batch_size is not None and not manifest.profile.contains(batch_size):
+        fit = f" (run batch {batch_size} is {'split' if batch_size > manifest.profile.max else 'padded'} to fit)"
     return (
-        f"{manifest.backend} {manifest.precision}, batch {manifest.profile.text}, "
+        f"{manifest.backend} {manifest.precision}, batch {manifest.profile.text}{fit}, "
         f"max |dp| {manifest.agreement.max_abs_diff:.2g} vs PyTorch"
     )
