@@ -302,3 +302,25 @@ def test_backend_auto_on_cuda_never_takes_a_cached_cpu_engine_mocked_cuda(cache,
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     choice = choose_engine(bundle, "auto", device="cuda", batch_size=4, cache_root=cache["root"])
     assert (choice.backend, choice.engine_dir, choice.device) == ("torch", None, torch.device("cuda", 0))
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_torch_autocast_precision_is_real_and_its_agreement_is_measured(bundle, precision):
+    """Issue 15 item 6: torch in bf16/fp16 autocast is a backend option (runs on this CPU too); it
+    differs from fp32 (the autocast really runs) by less than the engine tolerance of that precision."""
+    from vce_stream.engine.backends.pytorch import measure_agreement
+
+    if precision == "fp16" and not torch.cuda.is_available():
+        pytest.skip("fp16 autocast runs on CUDA; this machine has none")
+    scorer = make_scorer(bundle, "torch", device="cpu", precision=precision)
+    diff = measure_agreement(scorer, bundle.preprocess.size)
+    assert 0 < diff <= TOLERANCE.for_precision(precision)
+
+
+def test_torch_precision_auto_is_bf16_on_cuda_and_fp32_on_the_cpu_mocked_cuda(bundle, monkeypatch, tmp_path):
+    assert choose_engine(bundle, "auto", device="cpu", cache_root=tmp_path).precision == "fp32"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    choice = choose_engine(bundle, "auto", device="cuda", cache_root=tmp_path)
+    assert choice.precision == "bf16" and "bf16 autocast" in choice.reason

@@ -31,10 +31,11 @@ def bundle(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def exams(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("exams")
-    video, folder = root / "exam.mkv", root / "frames"
+    video, folder, stream = root / "exam.mkv", root / "frames", root / "live.ts"
     make_exam(video, SyntheticConfig(frames=120, width=64, height=64, seed=1), gt_path=root / "video.gt.json")
     make_exam(folder, SyntheticConfig(frames=100, width=64, height=64, seed=2), gt_path=root / "folder.gt.json")
-    return {"video": video, "folder": folder}
+    make_exam(stream, SyntheticConfig(frames=200, width=64, height=64, seed=3), gt_path=root / "stream.gt.json")
+    return {"video": video, "folder": folder, "stream": stream}
 
 
 def cli(args: list, capsys) -> tuple[int, str]:
@@ -153,10 +154,10 @@ def test_a_write_that_fails_at_the_end_is_one_error_and_the_other_outputs_are_ke
 def test_sigterm_keeps_the_decided_events_like_sigint_and_exits_143(bundle, exams, tmp_path):
     """A live pipe that stops feeding, then SIGTERM (what kill, timeout and schedulers send)."""
     out = tmp_path / "events.json"
-    data = exams["video"].read_bytes()
+    data = exams["stream"].read_bytes()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     process = subprocess.Popen(
-        [sys.executable, "-m", "vce_stream", "run", "-", "--format", "matroska", "--model", str(bundle), "--out", str(out), "--batch-size", "8"],
+        [sys.executable, "-m", "vce_stream", "run", "-", "--format", "mpegts", "--model", str(bundle), "--out", str(out), "--batch-size", "8"],
         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
     )  # fmt: skip
     process.stdin.write(data[: len(data) * 3 // 4])

@@ -7,6 +7,7 @@ evaluate` does not pay for importing torch. Each sub-command lives beside the st
 from __future__ import annotations
 
 import importlib
+import os
 import signal
 import sys
 
@@ -61,6 +62,15 @@ def _terminate(signum: int, frame: object) -> None:
     raise Terminated()
 
 
+def _stop(message: str, status: int) -> None:
+    """Leave at once after an interrupt: the outputs are already written (atomically), and a decode
+    thread may still be blocked reading a pipe, which a normal interpreter shutdown would abort on."""
+    click.echo(message, err=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors become one line on stderr and their documented exit status.
 
@@ -72,10 +82,8 @@ def main(argv: list[str] | None = None) -> None:
         cli.main(args=argv, prog_name="vce-stream", standalone_mode=False)
     except click.exceptions.Abort as exc:  # click turns KeyboardInterrupt (and so SIGTERM) into Abort
         if isinstance(exc.__cause__, Terminated):
-            click.echo("vce-stream: terminated (SIGTERM)", err=True)
-            sys.exit(EXIT_TERMINATED)
-        click.echo("vce-stream: aborted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+            _stop("vce-stream: terminated (SIGTERM)", EXIT_TERMINATED)
+        _stop("vce-stream: aborted", EXIT_INTERRUPTED)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
@@ -83,11 +91,9 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"vce-stream: error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except Terminated:
-        click.echo("vce-stream: terminated (SIGTERM)", err=True)
-        sys.exit(EXIT_TERMINATED)
+        _stop("vce-stream: terminated (SIGTERM)", EXIT_TERMINATED)
     except KeyboardInterrupt:
-        click.echo("vce-stream: interrupted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+        _stop("vce-stream: interrupted", EXIT_INTERRUPTED)
     except SystemExit:
         raise
     except Exception:  # a bug: show the traceback, exit 1

@@ -59,6 +59,7 @@ class EngineChoice:
     engine_dir: Path | None
     manifest: Manifest | None
     reason: str
+    precision: str = "fp32"  # the torch backend's, when no engine directory is used
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -115,11 +116,17 @@ def choose_engine(
     device: str | torch.device | None = None,
     batch_size: int | None = None,
     cache_root: str | Path | None = None,
+    precision: str = "auto",
 ) -> EngineChoice:
-    """Decide what to run, refusing unusable engines; never builds anything."""
+    """Decide what to run, refusing unusable engines; never builds anything.
+
+    precision: the torch backend's when it runs without an engine directory: fp32, bf16, fp16, or
+    auto (bf16 autocast on a CUDA device, fp32 on the CPU). Engines carry their own precision.
+    """
     if backend not in BACKEND_CHOICES:
         raise ConfigError(f"--backend must be one of {BACKEND_CHOICES}, got {backend!r}")
     device = resolve_device(device)
+    torch_precision = torch_run_precision(precision, device)
     bundle_path = getattr(bundle, "path", None)
 
     if engine_dir is not None:
@@ -138,7 +145,7 @@ def choose_engine(
 
     root = Path(cache_root) if cache_root is not None else default_cache_root()
     if backend == "torch":
-        return EngineChoice("torch", device, None, None, f"PyTorch eager on {device}")
+        return EngineChoice("torch", device, None, None, f"PyTorch eager on {device}{_in(torch_precision)}", torch_precision)
     if backend != "auto":
         run_device = backend_device(backend, device)
         entry = get_backend(backend)
@@ -161,7 +168,23 @@ def choose_engine(
         if found is not None:
             path, manifest = found
             return EngineChoice(candidate, run_device, path, manifest, f"auto: cached engine {path.name} ({_describe(manifest, batch_size)})")
-    return EngineChoice("torch", device, None, None, f"auto: no cached engine fits, PyTorch eager on {device}")
+    return EngineChoice("torch", device, None, None, f"auto: no cached engine fits, PyTorch eager on {device}{_in(torch_precision)}", torch_precision)
+
+
+TORCH_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def torch_run_precision(precision: str, device: torch.device) -> str:
+    """The torch backend's precision for a run: `auto` is bf16 autocast on CUDA, fp32 on the CPU."""
+    if precision not in TORCH_PRECISIONS:
+        raise ConfigError(f"--precision must be one of {TORCH_PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return precision
+
+
+def _in(precision: str) -> str:
+    return "" if precision == "fp32" else f" in {precision} autocast"
 
 
 def make_scorer(
@@ -173,6 +196,7 @@ def make_scorer(
     batch_size: int | None = None,
     cache_root: str | Path | None = None,
     threads: int | None = None,
+    precision: str = "auto",
 ) -> FrameScorer:
     """The FrameScorer `run` uses: see `choose_engine` for the choice, `open_engine` for the scorer.
 
@@ -181,7 +205,7 @@ def make_scorer(
     batch_size: the run's batch size, which must lie in the engine's profile. threads: ONNX Runtime
     intra-op threads (None: its default).
     """
-    choice = choose_engine(bundle, backend, engine_dir=engine_dir, device=device, batch_size=batch_size, cache_root=cache_root)
+    choice = choose_engine(bundle, backend, engine_dir=engine_dir, device=device, batch_size=batch_size, cache_root=cache_root, precision=precision)
     log.info("engine: %s", choice.reason)
     return open_choice(choice, bundle, threads)
 
@@ -189,7 +213,7 @@ def make_scorer(
 def open_choice(choice: EngineChoice, bundle: Any, threads: int | None = None) -> FrameScorer:
     """The scorer for what `choose_engine` decided: PyTorch eager, or the chosen engine directory."""
     if choice.engine_dir is None:
-        return get_backend(choice.backend).open(None, None, bundle, choice.device, threads)
+        return get_backend(choice.backend).open(None, None, bundle, choice.device, threads, choice.precision)
     assert choice.manifest is not None
     return open_engine(choice.engine_dir, choice.manifest, bundle, choice.device, threads)
 

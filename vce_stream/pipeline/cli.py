@@ -14,7 +14,7 @@ import click
 
 from vce_stream.config import layered_settings
 from vce_stream.postprocess.config import PostprocessConfig, postprocess_settings
-from vce_stream.engine.select import BACKEND_CHOICES, choose_engine, open_choice, resolve_device
+from vce_stream.engine.select import BACKEND_CHOICES, TORCH_PRECISIONS, choose_engine, open_choice, resolve_device
 from vce_stream.errors import VceError
 from vce_stream.pipeline.run import PipelineConfig, RunOptions, exam_sinks, output_targets, source_path, stream_exam
 from vce_stream.output_paths import check_outputs
@@ -31,6 +31,7 @@ from vce_stream.sources import open_source
 @click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True, help="Inference engine; auto: the best engine built for this machine (`build-engine`), else torch.")
 @click.option("--engine", "engine_dir", type=click.Path(file_okay=False), help="An engine directory from `build-engine` (checked against this bundle and machine).")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, or auto (CUDA where available).")
+@click.option("--precision", type=click.Choice(TORCH_PRECISIONS), default="auto", show_default=True, help="The torch backend's precision: auto is bf16 autocast on CUDA, fp32 on the CPU (engines carry their own).")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Frames per engine call (default 32).")
 @click.option("--thresholds", help='Override thresholds: "0.4", one number per label, or "polyp=0.2,ulcer=0.1".')
 @click.option("--order", type=click.Choice(["confidence", "time"]), help="Event order in the file (the ranking).")
@@ -54,6 +55,7 @@ def run(
     backend: str,
     engine_dir: str | None,
     device: str,
+    precision: str,
     batch_size: int | None,
     thresholds: str | None,
     order: str | None,
@@ -100,13 +102,18 @@ def run(
         # Before the model is built: an output that would overwrite an input, or cannot be written, costs nothing.
         check_outputs(output_targets([*exam_sinks(out, options), *extra_sinks]), inputs=inputs)
         run_device = resolve_device(device)
-        choice = choose_engine(bundle, backend, engine_dir=engine_dir, device=run_device, batch_size=pipeline.batch_size)
+        choice = choose_engine(bundle, backend, engine_dir=engine_dir, device=run_device, batch_size=pipeline.batch_size, precision=precision)
+        scorer = open_choice(choice, bundle)
+        reason = choice.reason
+        if choice.engine_dir is None and choice.precision != "fp32":  # measured, as a built engine's agreement is
+            from vce_stream.engine.backends.pytorch import measure_agreement
+
+            reason += f", max |dp| {measure_agreement(scorer, bundle.preprocess.size):.2g} vs fp32 on 8 frames"
         if not quiet:
-            click.echo(f"engine: {choice.reason}", err=True)
+            click.echo(f"engine: {reason}", err=True)
         for sink in extra_sinks:
             if hasattr(sink, "engine"):
-                sink.engine = choice.reason
-        scorer = open_choice(choice, bundle)
+                sink.engine = reason
     except BaseException:
         source.close()
         raise

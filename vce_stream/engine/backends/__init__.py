@@ -38,7 +38,9 @@ class Backend:
         when it cannot run there, naming what to install or use instead).
     available: whether `--backend auto` may try it on the run's device (library installed, right device).
     versions: the libraries an engine of it depends on, recorded in manifests and compared on use.
-    open: the scorer of an engine directory (`engine_dir` is None for the torch backend without one).
+    open(engine_dir, manifest, bundle, device, threads, precision): the scorer of an engine directory
+        (`engine_dir` and `manifest` are None for the torch backend without one; `precision` is then the
+        run's, otherwise the manifest's).
     """
 
     name: str
@@ -48,7 +50,7 @@ class Backend:
     run_device: Callable[[torch.device], torch.device]
     available: Callable[[torch.device], bool]
     versions: Callable[[], dict[str, str]]
-    open: Callable[[Path | None, "Manifest | None", Any, torch.device, int | None], "FrameScorer"]
+    open: Callable[..., "FrameScorer"]
 
     @property
     def default_precision(self) -> str:

@@ -97,7 +97,7 @@ def _versions() -> dict[str, str]:
     return {name: version for name, version in found.items() if version is not None}
 
 
-def _open(engine_dir: Path | None, manifest: Any, bundle: Any, device: torch.device, threads: int | None) -> OnnxScorer:
+def _open(engine_dir: Path | None, manifest: Any, bundle: Any, device: torch.device, threads: int | None, precision: str | None = None) -> OnnxScorer:
     assert engine_dir is not None and manifest is not None
     return OnnxScorer(verified_artifact(engine_dir, manifest), tuple(bundle.labels), manifest.profile, OnnxRuntimeOptions(threads=threads))
 

@@ -1,11 +1,15 @@
 """The torch backend (module named pytorch so it does not shadow the torch package): a bundle's FrameProbabilityModel run eagerly on the CPU or a CUDA device.
 
 It needs no engine file (an engine directory of it holds only a manifest) and is what `--backend auto`
-falls back to when no compiled engine fits.
+falls back to when no compiled engine fits. Precision: fp32, or bf16 / fp16 under `torch.autocast`
+(matrix products in the low precision; autocast keeps softmax, LayerNorm and reductions in fp32). On a
+CUDA device `--backend auto` runs bf16 (same range as fp32, no overflow); its agreement with fp32 is
+measured when the scorer opens (`measure_agreement`) and stated in the run log, as a built engine's is.
 """
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +21,10 @@ from vce_stream.engine.backends import Backend, register_backend
 from vce_stream.engine.base import check_frames
 
 
+# precision -> autocast dtype (None: plain fp32).
+AUTOCAST: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 class TorchScorer:
     """`FrameScorer` over a uint8-in, probabilities-out module (`FrameProbabilityModel`).
 
@@ -25,10 +33,19 @@ class TorchScorer:
     work; normalisation runs inside the model, on the device.
     """
 
-    def __init__(self, model: nn.Module, labels: tuple[str, ...], device: str | torch.device = "cpu") -> None:
+    def __init__(self, model: nn.Module, labels: tuple[str, ...], device: str | torch.device = "cpu", precision: str = "fp32") -> None:
+        if precision not in AUTOCAST:
+            raise ValueError(f"torch runs in {tuple(AUTOCAST)}, not {precision!r}")
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.labels = tuple(labels)
+        self.precision = precision
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        dtype = AUTOCAST[self.precision]
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)
 
     def score(self, frames: torch.Tensor) -> np.ndarray:
         check_frames(frames)
@@ -36,7 +53,7 @@ class TorchScorer:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         if self.device.type == "cuda":
             frames = frames.to(self.device, non_blocking=True)
-        with torch.inference_mode():
+        with torch.inference_mode(), self._autocast():
             probs = self.model(frames)
         return probs.float().cpu().numpy()
 
@@ -45,25 +62,35 @@ class TorchScorer:
         check_frames(frames)
         if self.device.type == "cuda":
             frames = frames.to(self.device, non_blocking=True)
-        with torch.inference_mode():
+        with torch.inference_mode(), self._autocast():
             probs, features = self.model.forward_with_features(frames)
         return probs.float().cpu().numpy(), features.float().cpu().numpy()
 
 
-def torch_scorer(bundle: Any, device: str | torch.device = "cpu") -> TorchScorer:
-    """The bundle's own PyTorch model as a scorer on `device`."""
+def torch_scorer(bundle: Any, device: str | torch.device = "cpu", precision: str = "fp32") -> TorchScorer:
+    """The bundle's own PyTorch model as a scorer on `device`, in `precision` (fp32, bf16, fp16)."""
     device = torch.device(device)
-    return TorchScorer(bundle.build_frame_model(device), tuple(bundle.labels), device)
+    return TorchScorer(bundle.build_frame_model(device), tuple(bundle.labels), device, precision)
 
 
-def _open(engine_dir: Path | None, manifest: Any, bundle: Any, device: torch.device, threads: int | None) -> TorchScorer:
-    return torch_scorer(bundle, device)
+def measure_agreement(scorer: TorchScorer, image_size: int, frames: int = 8, seed: int = 0) -> float:
+    """max |p - p_fp32| of `scorer` against the same model in fp32, on `frames` smooth random frames."""
+    generator = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(frames, 3, max(2, image_size // 16), max(2, image_size // 16), generator=generator)
+    batch = torch.nn.functional.interpolate(coarse, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    batch = (batch * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+    reference = TorchScorer(scorer.model, scorer.labels, scorer.device, "fp32").score(batch)
+    return float(np.abs(scorer.score(batch).astype(np.float64) - reference).max())
+
+
+def _open(engine_dir: Path | None, manifest: Any, bundle: Any, device: torch.device, threads: int | None, precision: str | None = None) -> TorchScorer:
+    return torch_scorer(bundle, device, (manifest.precision if manifest is not None else precision) or "fp32")
 
 
 BACKEND = register_backend(
     Backend(
         name="torch",
-        precisions=("fp32",),
+        precisions=("fp32", "bf16", "fp16"),
         auto_precisions=(),
         auto_rank=100,
         run_device=lambda device: device,
