@@ -246,3 +246,20 @@ def _records(out: Path) -> list[dict]:
         return read_journal(out)
     except FileNotFoundError:
         return []
+
+
+def test_batch_writes_a_review_page_and_embeddings_per_exam_and_a_report_index(archive, bundle, tmp_path, capsys):
+    from vce_stream.embeddings.store import read_embeddings
+
+    out = tmp_path / "out"
+    code, _, _ = batch(archive, bundle, out, capsys, "--report", "--save-embeddings")
+    assert code == EXIT_SOME_FAILED  # the archive holds a broken and a truncated exam
+    frames = {row["video_id"]: int(row["frames"]) for row in summary_rows(out).values()}
+    for exam in ("exam_1", "exam_2", "exam_3"):
+        assert "reading aid" in (out / "reports" / f"{exam}.html").read_text(encoding="utf-8").lower()
+        embeddings = read_embeddings(out / "embeddings" / f"{exam}.emb")
+        assert len(embeddings) == frames[exam] > 0 and embeddings.complete
+    assert not (out / "reports" / "broken.html").exists()
+    index = (out / "reports" / "index.html").read_text(encoding="utf-8")
+    assert all(f'href="{exam}.html"' in index for exam in ("exam_1", "exam_2", "exam_3"))
+    assert "broken" in index and 'href="broken.html"' not in index

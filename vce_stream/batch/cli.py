@@ -50,6 +50,8 @@ def cuda_devices(device: str) -> tuple[str, ...]:
 @click.option("--segmentation", type=click.Choice(["tuple", "label"]), help="Tuple events (default) or one event per label run.")
 @click.option("--labels-dir", type=click.Path(file_okay=False, path_type=Path), help="Galar label CSVs: frame folder <id> uses <labels-dir>/<id>.csv.")
 @click.option("--allow-gaps", is_flag=True, help="Score frame folders whose numbering has holes.")
+@click.option("--report", is_flag=True, help="Also write each exam's review page to OUTDIR/reports/<exam>.html, and reports/index.html.")
+@click.option("--save-embeddings", is_flag=True, help="Also write each exam's frame embeddings to OUTDIR/embeddings/<exam>.emb.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML with pipeline: and postprocess: settings.")
 @click.option("--retry-failed/--no-retry-failed", default=True, show_default=True, help="Score exams that failed or broke in an earlier run again.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines and no table.")
@@ -71,6 +73,8 @@ def batch(
     segmentation: str | None,
     labels_dir: Path | None,
     allow_gaps: bool,
+    report: bool,
+    save_embeddings: bool,
     config_path: str | None,
     retry_failed: bool,
     quiet: bool,
@@ -106,6 +110,8 @@ def batch(
         backend=backend,
         retry_failed=retry_failed,
         labels_dir=labels_dir,
+        report=report,
+        save_embeddings=save_embeddings,
     )
 
     def make_runner(exams: int):

@@ -24,6 +24,8 @@ from vce_stream.events.jsonio import dump_submission, parse_submission
 SUBMISSION_NAME = "submission.json"
 SUMMARY_NAME = "summary.csv"
 EXAMS_DIR = "exams"
+REPORTS_DIR = "reports"  # batch --report: <exam>.html per exam and index.html
+EMBEDDINGS_DIR = "embeddings"  # batch --save-embeddings: <exam>.emb per exam
 SUMMARY_COLUMNS = ("exam", "video_id", "status", "frames", "events", "seconds", "frames_per_s", "output", "error")
 
 
@@ -104,3 +106,15 @@ def write_combined(outdir: Path, rows: Sequence[ExamRow], labels: Sequence[str])
     atomic_write_text(submission_path, dump_submission(combined_submission(rows, outdir, labels)))
     atomic_write_text(summary_path, summary_csv(rows))
     return submission_path, summary_path
+
+
+def write_report_index(path: Path, rows: Sequence[ExamRow], pages: dict[str, str]) -> None:
+    """The batch's report index: one line per exam (status, frames, events) linking its review page."""
+    from vce_stream.report.page import render_index
+
+    entries = [
+        {"exam": r.exam, "video_id": r.video_id, "status": r.status, "frames": r.frames, "events": r.events,
+         "page": pages[r.exam] if r.scored and (path.parent / pages[r.exam]).is_file() else None, "error": r.error}
+        for r in rows
+    ]  # fmt: skip
+    atomic_write_text(path, render_index(entries))

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from vce_stream import __version__
 from vce_stream.atomic import atomic_write_text
-from vce_stream.batch.combine import EXAMS_DIR, ExamRow, write_combined
+from vce_stream.batch.combine import EMBEDDINGS_DIR, EXAMS_DIR, REPORTS_DIR, ExamRow, write_combined, write_report_index
 from vce_stream.batch.discover import Exam, Skipped, discover, output_path
 from vce_stream.batch.journal import DONE, FAILED, FINAL_STATES, INCOMPLETE, STARTED, Journal
 from vce_stream.batch.task import ExamResult, ExamTask
@@ -75,6 +75,8 @@ class BatchJob:
     backend: str = "torch"
     retry_failed: bool = True
     labels_dir: Path | None = None
+    report: bool = False  # one review page per exam in OUTDIR/reports/, plus reports/index.html
+    save_embeddings: bool = False  # one embeddings file per exam in OUTDIR/embeddings/
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,7 @@ def settings_fingerprint(job: BatchJob) -> str:
         "postprocess": to_dict(job.options.postprocess),
         "preprocess": to_dict(job.options.preprocess),
         "source": source,
+        "outputs": {"report": job.report, "embeddings": job.save_embeddings},
     }
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -216,6 +219,9 @@ def run_batch(job: BatchJob, make_runner: Callable[[int], Runner], log: Callable
     exams_dir = outdir / EXAMS_DIR
     try:
         exams_dir.mkdir(parents=True, exist_ok=True)
+        for wanted, folder in ((job.report, REPORTS_DIR), (job.save_embeddings, EMBEDDINGS_DIR)):
+            if wanted:
+                (outdir / folder).mkdir(exist_ok=True)
     except OSError as exc:
         raise InputError(f"{outdir}: cannot create the output folder ({exc.strerror or exc})") from None
     fingerprint = settings_fingerprint(job)
@@ -236,6 +242,8 @@ def run_batch(job: BatchJob, make_runner: Callable[[int], Runner], log: Callable
         scored = _score(job, journal, todo, signatures, fingerprint, make_runner, log) if todo else []
         rows = tuple(row_of(exam, journal.last(exam.key)) for exam in found.exams)
         submission, summary = write_combined(outdir, rows, job.labels)
+        if job.report:
+            write_report_index(outdir / REPORTS_DIR / "index.html", rows, {exam.key: report_name(exam.name) for exam in found.exams})
     return BatchReport(rows, tuple(scored), tuple(kept), found.skipped, time.perf_counter() - start, submission, summary)
 
 
@@ -282,7 +290,17 @@ def _task(job: BatchJob, exam: Exam, runner: Runner) -> ExamTask:
         pipeline=dataclasses.replace(pipeline, source=source),
         pin_memory=runner.device.startswith("cuda"),
     )
-    return ExamTask(exam.key, str(exam.path), str(job.bundle), job.bundle_hash, options, job.backend, runner.device, runner.threads)
+    report = output_path(job.outdir / REPORTS_DIR, exam.name, ".html") if job.report else None
+    embeddings = output_path(job.outdir / EMBEDDINGS_DIR, exam.name, ".emb") if job.save_embeddings else None
+    return ExamTask(
+        exam.key, str(exam.path), str(job.bundle), job.bundle_hash, options, job.backend, runner.device, runner.threads,
+        report=None if report is None else str(report), embeddings=None if embeddings is None else str(embeddings),
+    )  # fmt: skip
+
+
+def report_name(name: str) -> str:
+    """The file name of an exam's review page inside OUTDIR/reports/ (as `output_path` makes it)."""
+    return output_path(Path("."), name, ".html").name
 
 
 def _record(outdir: Path, journal: Journal, exam: Exam, result: ExamResult, fingerprint: str, signature: dict) -> None:

@@ -21,9 +21,9 @@ from vce_stream.batch.journal import DONE, FAILED, INCOMPLETE
 from vce_stream.errors import VceError
 from vce_stream.pipeline.run import RunOptions
 
-# Scorers already built in this process: (bundle path, content hash, backend, device) -> FrameScorer.
+# Scorers already built in this process: (bundle path, content hash, backend, device) -> (bundle, FrameScorer).
 # Worker processes (local or Ray) live for many exams and load the model once.
-_SCORERS: dict[tuple[str, str, str, str], Any] = {}
+_SCORERS: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,8 @@ class ExamTask:
     backend: str = "torch"
     device: str = "cpu"
     threads: int = 1
+    report: str | None = None  # where this exam's review page goes (the worker writes it, atomically)
+    embeddings: str | None = None  # where this exam's embeddings file goes (likewise)
 
 
 @dataclass(frozen=True)
@@ -87,8 +89,28 @@ def _scorer(task: ExamTask) -> Any:
                 f"{task.bundle}: this worker's model bundle differs from the driver's "
                 f"(content hash {bundle.content_hash[:16]}, expected {task.bundle_hash[:16]})"
             )
-        _SCORERS[key] = make_scorer(bundle, backend=task.backend, device=task.device, batch_size=task.options.pipeline.batch_size, threads=task.threads)
+        scorer = make_scorer(bundle, backend=task.backend, device=task.device, batch_size=task.options.pipeline.batch_size, threads=task.threads)
+        _SCORERS[key] = (bundle, scorer)
     return _SCORERS[key]
+
+
+def exam_extra_sinks(task: ExamTask, bundle: Any) -> list:
+    """The per-exam outputs a worker writes itself: the review page and the embeddings file."""
+    sinks: list = []
+    if task.report:
+        from vce_stream.report.thumbnails import KeyFrameSettings
+        from vce_stream.sinks.report import ReportSink
+
+        post = task.options.postprocess
+        sinks.append(ReportSink(
+            task.report, KeyFrameSettings(), bundle=task.bundle, engine=f"{task.backend} on {task.device}",
+            thresholds=dict(zip(bundle.labels, post.thresholds_for(len(bundle.labels)))),
+        ))  # fmt: skip
+    if task.embeddings:
+        from vce_stream.sinks.embeddings import EmbeddingsSink
+
+        sinks.append(EmbeddingsSink(task.embeddings, bundle.arch.feature_dim, bundle.content_hash))
+    return sinks
 
 
 def score_exam(task: ExamTask) -> ExamResult:
@@ -100,10 +122,10 @@ def score_exam(task: ExamTask) -> ExamResult:
     start = time.perf_counter()
     torch.set_num_threads(task.threads)
     try:
-        scorer = _scorer(task)
+        bundle, scorer = _scorer(task)
         with tempfile.TemporaryDirectory(prefix="vce-batch-") as tmp:
             out = Path(tmp) / "events.json"
-            summary = run_exam(task.source, scorer, out, task.options)
+            summary = run_exam(task.source, scorer, out, task.options, extra_sinks=exam_extra_sinks(task, bundle))
             document = out.read_text(encoding="utf-8")
     except VceError as exc:
         return failed_result(task, str(exc), time.perf_counter() - start)

@@ -157,7 +157,7 @@ def _data_uri(jpeg: bytes | None) -> str | None:
     return None if jpeg is None else "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
 
 
-def _template():
+def _template(name: str = "report.html.j2"):
     import jinja2
 
     env = jinja2.Environment(
@@ -167,7 +167,7 @@ def _template():
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    return env.get_template("report.html.j2")
+    return env.get_template(name)
 
 
 def build_context(
@@ -309,3 +309,9 @@ def render_report(
 
 
 __all__ = ["ReportFacts", "build_context", "merge_touching", "curve_envelope", "format_time", "render_html", "render_report", "section_spans"]
+
+
+def render_index(entries: Sequence[Mapping[str, Any]]) -> str:
+    """The index page of a batch's reports: one row per exam (exam, video id, status, frames, events,
+    `page`: the review page's file name beside the index, or None when the exam has none)."""
+    return _template("index.html.j2").render(entries=list(entries), created=_dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"))
