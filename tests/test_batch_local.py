@@ -12,6 +12,7 @@ import pytest
 from vce_stream.batch.journal import DONE, FAILED
 from vce_stream.batch.local import InlineRunner, LocalPool, plan_local
 from vce_stream.batch.task import ExamResult, ExamTask
+from vce_stream.events.outcome import ExamOutcome
 from vce_stream.pipeline.run import RunOptions
 
 
@@ -21,7 +22,8 @@ def exam_function(task: ExamTask) -> ExamResult:
         os.kill(os.getpid(), signal.SIGKILL)
     if task.key == "sleep":
         time.sleep(60)
-    return ExamResult(task.key, DONE, task.key, frames=len(task.key), worker=f"{os.getpid()} {task.device} {task.threads}")
+    outcome = ExamOutcome(input=task.source, video_id=task.key, out="", frames=len(task.key), events=0, seconds=0.0, first_frame=0, last_frame=len(task.key) - 1)
+    return ExamResult(task.key, DONE, outcome, worker=f"{os.getpid()} {task.device} {task.threads}")
 
 
 # These workers run `exam_function` only (no torch), so they may fork, which saves a torch import per

@@ -19,6 +19,7 @@ from typing import Any
 
 from vce_stream.batch.journal import DONE, FAILED, INCOMPLETE
 from vce_stream.errors import VceError
+from vce_stream.events.outcome import ExamOutcome
 from vce_stream.pipeline.run import RunOptions
 
 # Scorers already built in this process: (bundle path, content hash, backend, device) -> (bundle, FrameScorer).
@@ -52,21 +53,39 @@ class ExamTask:
 
 @dataclass(frozen=True)
 class ExamResult:
-    """What a worker returns. `document` is the exam's event JSON text (None when nothing was scored)."""
+    """What a worker returns: the exam's journal key and status, its outcome (the same record `run`
+    returns; a failed exam's has no frames and says why in `error`), the event JSON text (None when
+    nothing was scored) and which worker scored it."""
 
     key: str
     status: str
-    video_id: str
-    frames: int = 0
-    events: int = 0
-    seconds: float = 0.0
-    error: str | None = None
+    outcome: ExamOutcome
     document: str | None = None
     worker: str = ""
 
     @property
+    def video_id(self) -> str:
+        return self.outcome.video_id
+
+    @property
+    def frames(self) -> int:
+        return self.outcome.frames
+
+    @property
+    def events(self) -> int:
+        return self.outcome.events
+
+    @property
+    def seconds(self) -> float:
+        return self.outcome.seconds
+
+    @property
     def fps(self) -> float:
-        return self.frames / self.seconds if self.seconds > 0 else 0.0
+        return self.outcome.fps
+
+    @property
+    def error(self) -> str | None:
+        return self.outcome.error
 
 
 def worker_name() -> str:
@@ -74,7 +93,12 @@ def worker_name() -> str:
 
 
 def failed_result(task: ExamTask, error: str, seconds: float = 0.0, worker: str | None = None) -> ExamResult:
-    return ExamResult(task.key, FAILED, task.options.video_id or "", seconds=seconds, error=error, worker=worker or worker_name())
+    """A failed exam: nothing scored, `error` says why."""
+    outcome = ExamOutcome(
+        input=task.source, video_id=task.options.video_id or "", out="", frames=0, events=0, seconds=seconds,
+        first_frame=0, last_frame=-1, error=error,
+    )  # fmt: skip
+    return ExamResult(task.key, FAILED, outcome, worker=worker or worker_name())
 
 
 def _scorer(task: ExamTask) -> Any:
@@ -125,20 +149,10 @@ def score_exam(task: ExamTask) -> ExamResult:
         bundle, scorer = _scorer(task)
         with tempfile.TemporaryDirectory(prefix="vce-batch-") as tmp:
             out = Path(tmp) / "events.json"
-            summary = run_exam(task.source, scorer, out, task.options, extra_sinks=exam_extra_sinks(task, bundle))
+            outcome = run_exam(task.source, scorer, out, task.options, extra_sinks=exam_extra_sinks(task, bundle))
             document = out.read_text(encoding="utf-8")
     except VceError as exc:
         return failed_result(task, str(exc), time.perf_counter() - start)
     except Exception as exc:  # noqa: BLE001  an exam's own problem must not stop the batch
         return failed_result(task, f"{type(exc).__name__}: {exc}".strip().splitlines()[0], time.perf_counter() - start)
-    return ExamResult(
-        key=task.key,
-        status=INCOMPLETE if summary.incomplete else DONE,
-        video_id=summary.video_id,
-        frames=summary.frames,
-        events=summary.events,
-        seconds=summary.seconds,
-        error=summary.error,
-        document=document,
-        worker=worker_name(),
-    )
+    return ExamResult(task.key, INCOMPLETE if outcome.incomplete else DONE, outcome, document, worker_name())

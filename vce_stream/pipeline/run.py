@@ -39,7 +39,7 @@ from vce_stream.postprocess.config import PostprocessConfig
 from vce_stream.probabilities import ProbabilityError, check_probabilities
 from vce_stream.postprocess.stage import EventStage
 from vce_stream.postprocess.video import video_events
-from vce_stream.sinks import ExamResult, ExamStart, ScoredBatch, Sink
+from vce_stream.sinks import ExamEnd, ExamStart, ScoredBatch, Sink
 from vce_stream.output_paths import check_outputs
 from vce_stream.sinks.event_json import EventJsonSink
 from vce_stream.sinks.json_lines import JsonLinesSink
@@ -270,13 +270,13 @@ def stream_exam(
         incomplete=error is not None,
         error=None if error is None else (str(error) or type(error).__name__),
     )
-    close_sinks(sinks, ExamResult(events, frame_indices, probs, outcome))
+    close_sinks(sinks, ExamEnd(events, frame_indices, probs, outcome))
     if error is not None and not isinstance(error, VceError):
         raise error
     return outcome
 
 
-def close_sinks(sinks: Sequence[Sink], result: ExamResult) -> None:
+def close_sinks(sinks: Sequence[Sink], result: ExamEnd) -> None:
     """Close every sink; one that cannot write does not stop the others (OutputError afterwards)."""
     failures = []
     for sink in sinks:

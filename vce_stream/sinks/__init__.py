@@ -62,7 +62,7 @@ class ScoredBatch:
 
 
 @dataclass(frozen=True)
-class ExamResult:
+class ExamEnd:
     """The end of an exam: the events of the final file, the scored range and probabilities, the outcome.
 
     events: the whole-video decision (what the event JSON holds). frame_indices/probs: every scored
@@ -94,7 +94,7 @@ class Sink:
     def emit(self, video_id: str, events: Sequence[Event], **extra: object) -> None:
         pass
 
-    def close(self, result: ExamResult) -> None:
+    def close(self, result: ExamEnd) -> None:
         pass
 
     def abort(self) -> None:

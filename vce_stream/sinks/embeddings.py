@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from vce_stream.embeddings.store import EmbeddingWriter
-from vce_stream.sinks import ExamResult, ExamStart, ScoredBatch, Sink, register_sink
+from vce_stream.sinks import ExamEnd, ExamStart, ScoredBatch, Sink, register_sink
 
 
 @register_sink("embeddings")
@@ -39,7 +39,7 @@ class EmbeddingsSink(Sink):
         assert self._writer is not None and batch.features is not None
         self._writer.push(batch.frame_indices, batch.features)
 
-    def close(self, result: ExamResult) -> None:
+    def close(self, result: ExamEnd) -> None:
         assert self._writer is not None
         self._writer.close(complete=not result.outcome.incomplete)
 

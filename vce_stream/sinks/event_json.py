@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from vce_stream.events.jsonio import write_submission
-from vce_stream.sinks import ExamResult, ExamStart, Sink, register_sink
+from vce_stream.sinks import ExamEnd, ExamStart, Sink, register_sink
 
 
 @register_sink("event-json")
@@ -32,7 +32,7 @@ class EventJsonSink(Sink):
     def open(self, exam: ExamStart) -> None:
         self._labels = exam.labels
 
-    def close(self, result: ExamResult) -> None:
+    def close(self, result: ExamEnd) -> None:
         outcome = result.outcome
         write_submission(
             self.path,

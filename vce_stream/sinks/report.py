@@ -15,7 +15,7 @@ from pathlib import Path
 from vce_stream.report.cli import anatomy_path_of
 from vce_stream.report.page import ReportFacts, render_report
 from vce_stream.report.thumbnails import KeyFrameCollector, KeyFrameSettings
-from vce_stream.sinks import ExamResult, ExamStart, ScoredBatch, Sink, register_sink
+from vce_stream.sinks import ExamEnd, ExamStart, ScoredBatch, Sink, register_sink
 
 
 @register_sink("report")
@@ -55,7 +55,7 @@ class ReportSink(Sink):
         assert self._collector is not None
         self._collector.push(batch.frame_indices, batch.frames, batch.probs)
 
-    def close(self, result: ExamResult) -> None:
+    def close(self, result: ExamEnd) -> None:
         assert self._exam is not None and self._collector is not None
         outcome, exam = result.outcome, self._exam
         facts = ReportFacts(

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from vce_stream.scores import save_scores
-from vce_stream.sinks import ExamResult, ExamStart, Sink, register_sink
+from vce_stream.sinks import ExamEnd, ExamStart, Sink, register_sink
 
 
 @register_sink("scores")
@@ -26,5 +26,5 @@ class ScoresSink(Sink):
     def open(self, exam: ExamStart) -> None:
         self._labels = exam.labels
 
-    def close(self, result: ExamResult) -> None:
+    def close(self, result: ExamEnd) -> None:
         save_scores(self.path, {result.outcome.video_id: (result.frame_indices, result.probs)}, self._labels)
