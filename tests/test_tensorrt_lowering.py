@@ -113,9 +113,13 @@ def test_fp32_islands_make_step_zero_exact_and_never_lose_to_the_folded_combinat
         assert trained["fp32_islands"] <= trained["folded"]
 
 
+# Where `.ci/run` unpacks torch-tensorrt's wheel (Python sources only, no TensorRT libraries).
+DEFAULT_SOURCES = Path(__file__).resolve().parent.parent / ".cache" / "torch-tensorrt"
+
+
 def _sources() -> Path | None:
-    folder = os.environ.get("VCE_TORCH_TENSORRT_SOURCES")
-    return Path(folder) if folder and (Path(folder) / "torch_tensorrt" / "dynamo").is_dir() else None
+    folder = Path(os.environ.get("VCE_TORCH_TENSORRT_SOURCES") or DEFAULT_SOURCES)
+    return folder if (folder / "torch_tensorrt" / "dynamo").is_dir() else None
 
 
 @pytest.mark.slow
