@@ -12,7 +12,11 @@ with the indices it was submitted with. On the CPU (or with `device` not CUDA) i
 synchronous pass-through with the same one-batch delay, so the caller's loop is the same everywhere.
 
 `model` is a uint8-in, probabilities-out module (`FrameProbabilityModel`, an engine module) already on
-`device`.
+`device`; `autocast` (None, torch.bfloat16 or torch.float16) runs it under `torch.autocast`, as the
+torch backend's precision asks.
+
+`batch_scorer(scorer)` gives the pipeline one interface over both: a CUDA torch scorer is overlapped,
+any other scorer is called synchronously (`SynchronousScorer`, no delay).
 """
 
 from __future__ import annotations
@@ -28,8 +32,9 @@ Result = tuple[Any, np.ndarray]
 class OverlappedScorer:
     """Double-buffered, stream-overlapped scoring of uint8 frame batches (see the module docstring)."""
 
-    def __init__(self, model: torch.nn.Module, device: str | torch.device = "cpu") -> None:
+    def __init__(self, model: torch.nn.Module, device: str | torch.device = "cpu", autocast: torch.dtype | None = None) -> None:
         self.model = model
+        self.autocast = autocast
         self.device = torch.device(device)
         self.cuda = self.device.type == "cuda"
         self._pending: tuple[Any, Any] | None = None  # (indices, result handle) of the batch in flight
@@ -70,7 +75,8 @@ class OverlappedScorer:
         with torch.cuda.stream(self._compute_stream), torch.inference_mode():
             self._compute_stream.wait_event(uploaded)
             on_device.record_stream(self._compute_stream)
-            probs = self.model(on_device).float()
+            with torch.autocast("cuda", dtype=self.autocast, enabled=self.autocast is not None):
+                probs = self.model(on_device).float()
             out = self._host_out[slot]
             if out is None or out.shape != probs.shape:
                 out = self._host_out[slot] = torch.empty(probs.shape, dtype=torch.float32, pin_memory=True)
@@ -86,3 +92,46 @@ class OverlappedScorer:
         out, done = handle
         done.synchronize()
         return indices, out.numpy().copy()
+
+
+class SynchronousScorer:
+    """The same submit/drain interface over any FrameScorer, with no delay: `submit` returns the
+    batch's own result at once (probabilities, and features when `with_features`)."""
+
+    def __init__(self, scorer: Any, with_features: bool = False) -> None:
+        self.scorer = scorer
+        self.with_features = with_features
+
+    def submit(self, frames: torch.Tensor, payload: Any) -> list[tuple[Any, np.ndarray, np.ndarray | None]]:
+        if self.with_features:
+            probs, features = self.scorer.score_with_features(frames)
+            return [(payload, probs, features)]
+        return [(payload, self.scorer.score(frames), None)]
+
+    def drain(self) -> list[tuple[Any, np.ndarray, np.ndarray | None]]:
+        return []
+
+
+class _Overlapped:
+    """`OverlappedScorer` behind the pipeline's submit/drain interface (results one batch late)."""
+
+    def __init__(self, overlapped: OverlappedScorer) -> None:
+        self.overlapped = overlapped
+
+    def submit(self, frames: torch.Tensor, payload: Any) -> list[tuple[Any, np.ndarray, None]]:
+        done = self.overlapped.submit(frames, payload)
+        return [] if done is None else [(done[0], done[1], None)]
+
+    def drain(self) -> list[tuple[Any, np.ndarray, None]]:
+        done = self.overlapped.drain()
+        return [] if done is None else [(done[0], done[1], None)]
+
+
+def batch_scorer(scorer: Any, with_features: bool = False) -> SynchronousScorer | _Overlapped:
+    """What the pipeline scores with: an overlapped stage for a torch scorer on a CUDA device (copy of
+    batch k+1 and compute overlap the read-back of batch k), else `scorer` called synchronously."""
+    from vce_stream.engine.backends.pytorch import AUTOCAST, TorchScorer
+
+    if isinstance(scorer, TorchScorer) and scorer.device.type == "cuda" and not with_features:
+        return _Overlapped(OverlappedScorer(scorer.model, scorer.device, AUTOCAST[scorer.precision]))
+    return SynchronousScorer(scorer, with_features)

@@ -31,7 +31,8 @@ from vce_stream.engine.base import FeatureScorer, FrameScorer
 from vce_stream.errors import ConfigError, InputError, OutputError, ScorerOutputError, VceError
 from vce_stream.events.event import Event
 from vce_stream.events.outcome import ExamOutcome
-from vce_stream.pipeline.batches import BatchPool
+from vce_stream.engine.cuda_overlap import batch_scorer
+from vce_stream.pipeline.batches import Batch, BatchPool
 from vce_stream.pipeline.progress import ProgressBar
 from vce_stream.pipeline.reader import BatchReader
 from vce_stream.limits import MAX_BATCH, MAX_QUEUE_DEPTH, check_maxima
@@ -218,25 +219,34 @@ def stream_exam(
     # same file always gives the same batches and byte-identical output.
     flush_after = config.flush_after if getattr(source, "is_pipe", False) else 0.0
     reader = BatchReader(source, pool, options.preprocess, scale_threads=config.source.scale_threads, flush_after=flush_after)
+    submitter = batch_scorer(scorer, with_features)
+
+    def finish(batch: Batch, indices: np.ndarray, raw: np.ndarray, features: np.ndarray | None) -> None:
+        """One scored batch through the checks, the sinks and the event stage; its buffer goes back."""
+        nonlocal frames, first, last
+        try:
+            probs = checked_probabilities(raw, indices, labels)
+            for sink in sinks:
+                sink.scored(ScoredBatch(indices, batch.filled()[0], probs, features))
+        finally:
+            pool.release(batch)
+        emit(stage.push(indices, probs))
+        recorder.add(indices, probs)
+        if frames == 0:
+            first = int(indices[0])
+        frames += indices.size
+        last = int(indices[-1])
+        if bar is not None:
+            bar.update(frames)
+
     with reader:
         try:
             for batch in reader:
                 tensor, indices = batch.filled()
-                try:
-                    raw, features = scorer.score_with_features(tensor) if with_features else (scorer.score(tensor), None)
-                    probs = checked_probabilities(raw, indices, labels)
-                    for sink in sinks:
-                        sink.scored(ScoredBatch(indices, tensor, probs, features))
-                finally:
-                    pool.release(batch)
-                emit(stage.push(indices, probs))
-                recorder.add(indices, probs)
-                if frames == 0:
-                    first = int(indices[0])
-                frames += indices.size
-                last = int(indices[-1])
-                if bar is not None:
-                    bar.update(frames)
+                for (done, done_indices), raw, features in submitter.submit(tensor, (batch, indices)):
+                    finish(done, done_indices, raw, features)
+            for (done, done_indices), raw, features in submitter.drain():
+                finish(done, done_indices, raw, features)
         except BaseException as exc:  # decided below: partial output first, then report or re-raise
             error = exc
     seconds = time.perf_counter() - start

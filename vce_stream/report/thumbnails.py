@@ -14,10 +14,12 @@ sees every batch once (`push`) and keeps only what can still enter one of those 
   starts as `pinned` frames instead);
 - `pinned`: frame indices the caller wants whatever their scores (bounded by the caller).
 
-A thumbnail (JPEG, Pillow, `thumb_size` px on its long side) is encoded only for a frame that actually
-enters a list, and one encoding is shared by every list holding the frame, so at most
-K x labels + N + firsts + pinned thumbnails are alive at any time, whatever the exam's length
-(`capacity`; `stored_thumbnails` counts them). Per batch, a vectorised pre-filter against each heap's
+A thumbnail is kept only for a frame that actually enters a list, shared by every list holding the
+frame, so at most K x labels + N + firsts + pinned thumbnails are alive at any time, whatever the
+exam's length (`capacity`; `stored_thumbnails` counts them). While streaming it is kept raw, box-filtered
+down by a whole factor towards `thumb_size` (37 kB for a 224 px frame, a few microseconds); the JPEG (Pillow,
+`thumb_size` px on its long side) is encoded once, in `result()`, for the frames the lists hold at the
+end, not for every frame that passed through them. Per batch, a vectorised pre-filter against each heap's
 current minimum leaves only a handful of rows to look at once the heaps are full.
 
 `select_key_frames` is the whole-exam reference (a sort, no heaps): the property tests check that the
@@ -176,6 +178,18 @@ def needed_frames(
     return out
 
 
+def shrink(image: np.ndarray, size: int) -> np.ndarray:
+    """`image` (H, W, 3) uint8 box-filtered by the largest whole factor that keeps its long side >= `size`
+    (a copy: the caller's buffer is reused for the next batch)."""
+    array = np.asarray(image, dtype=np.uint8)
+    factor = max(1, max(array.shape[:2]) // size)
+    if factor == 1:
+        return array.copy()
+    h, w = (array.shape[0] // factor) * factor, (array.shape[1] // factor) * factor
+    blocks = array[:h, :w].reshape(h // factor, factor, w // factor, factor, 3).astype(np.uint16)
+    return (blocks.sum(axis=(1, 3)) // (factor * factor)).astype(np.uint8)
+
+
 def encode_thumbnail(image: np.ndarray, size: int, quality: int = 80) -> bytes:
     """A uint8 (H, W, 3) RGB image as JPEG bytes, its long side scaled to `size` (Pillow, antialiased)."""
     from PIL import Image
@@ -203,8 +217,8 @@ class KeyFrameCollector:
         self._overall: list[_Entry] = []
         self._firsts: dict[int, tuple[int, float]] = {}  # column -> (frame, score)
         self._pinned_wanted = frozenset(int(f) for f in pinned)
-        self._pinned: dict[int, bytes] = {}
-        self._thumbs: dict[int, bytes] = {}  # frame -> JPEG, for every frame some list still holds
+        self._pinned: dict[int, np.ndarray] = {}
+        self._thumbs: dict[int, np.ndarray] = {}  # frame -> shrunk image, for every frame some list still holds
         self._last: int | None = None
         self._first_count = sum(len(cols) for cols in _first_rules(list(self.labels)))
 
@@ -233,15 +247,15 @@ class KeyFrameCollector:
         if np.any(np.diff(indices) <= 0) or (self._last is not None and indices[0] <= self._last):
             raise ValueError("frame indices must increase across pushes")
         self._last = int(indices[-1])
-        encoded: dict[int, bytes] = {}
+        shrunk: dict[int, np.ndarray] = {}
 
-        def thumb(row: int) -> bytes:
-            if row not in encoded:
+        def thumb(row: int) -> np.ndarray:
+            if row not in shrunk:
                 image = frames[row]
                 if hasattr(image, "numpy"):  # a torch tensor (on the CPU)
                     image = image.numpy()
-                encoded[row] = encode_thumbnail(image, self.settings.thumb_size, self.settings.quality)
-            return encoded[row]
+                shrunk[row] = shrink(image, self.settings.thumb_size)
+            return shrunk[row]
 
         dropped: list[int] = []  # frames that left a list (their thumbnail may now be unreferenced)
         k = self.settings.top_k
@@ -299,11 +313,17 @@ class KeyFrameCollector:
                 self._thumbs.pop(frame, None)
 
     def result(self) -> KeyFrames:
-        """The lists, best first (the collector can keep going afterwards)."""
+        """The lists, best first, with JPEG thumbnails (the collector can keep going afterwards)."""
+        jpegs: dict[int, bytes] = {}
+
+        def jpeg(frame: int, images: dict[int, np.ndarray]) -> bytes | None:
+            if frame not in jpegs and frame in images:
+                jpegs[frame] = encode_thumbnail(images[frame], self.settings.thumb_size, self.settings.quality)
+            return jpegs.get(frame)
 
         def ranked(heap: list[_Entry]) -> list[KeyFrame]:
             return [
-                KeyFrame(frame, score, self.labels[column], self._thumbs.get(frame))
+                KeyFrame(frame, score, self.labels[column], jpeg(frame, self._thumbs))
                 for score, _, frame, column in sorted(heap, reverse=True)
             ]
 
@@ -313,10 +333,10 @@ class KeyFrameCollector:
             per_label={name: ranked(self._heaps[c]) for c, name in enumerate(self.labels)},
             overall=ranked(self._overall),
             firsts={
-                self.labels[c]: KeyFrame(frame, score, self.labels[c], self._thumbs.get(frame))
+                self.labels[c]: KeyFrame(frame, score, self.labels[c], jpeg(frame, self._thumbs))
                 for c, (frame, score) in sorted(self._firsts.items())
             },
-            pinned=dict(self._pinned),
+            pinned={frame: jpeg(frame, self._pinned) for frame in self._pinned},
         )
 
 
