@@ -70,3 +70,32 @@ def test_an_embeddings_path_equal_to_the_event_json_is_refused_before_scoring(bu
     out = tmp_path / "events.json"
     code, err = cli(["run", exam, "--model", bundle, "--out", out, "--save-embeddings", out, "--quiet"], capsys)
     assert code == 2 and "each output needs its own path" in err and not out.exists()
+
+
+def test_findings_from_a_few_shot_prototype_are_events_in_a_file_of_their_own(bundle, exam, tmp_path, capsys):
+    """`prototypes add` from 5 consecutive frames of an exam, then `run --findings`: the examples' own
+    stretch comes back as an event of the new finding, and the event JSON never names it."""
+    import json
+    import shutil
+
+    own = tmp_path / "bundle"
+    shutil.copytree(bundle, own)
+    emb = tmp_path / "exam.emb"
+    code, err = cli(["run", exam, "--model", own, "--out", tmp_path / "first.json", "--save-embeddings", emb, "--quiet"], capsys)
+    assert code == 0, err
+    examples = ",".join(f"{emb}:{i}" for i in range(60, 65))
+    code, err = cli(["prototypes", "add", own, "--label", "my finding", "--examples", examples], capsys)
+    assert code == 0, err
+    findings, out = tmp_path / "findings.json", tmp_path / "events.json"
+    code, err = cli(["run", exam, "--model", own, "--out", out, "--findings", findings, "--quiet"], capsys)
+    assert code == 0, err
+    document = json.loads(findings.read_text())
+    text = json.dumps(document)
+    assert "my finding" in text and "my finding" not in out.read_text()
+    spans = [(e["start"], e["end"]) for e in document["findings"] if e["label"] == "my finding"]
+    assert any(start <= 62 <= end for start, end in spans), document
+
+
+def test_findings_need_a_bundle_with_prototypes(bundle, exam, tmp_path, capsys):
+    code, err = cli(["run", exam, "--model", bundle, "--out", tmp_path / "e.json", "--findings", tmp_path / "f.json", "--quiet"], capsys)
+    assert code == 2 and "no prototype findings" in err

@@ -15,7 +15,7 @@ import click
 from vce_stream.config import layered_settings
 from vce_stream.postprocess.config import PostprocessConfig, postprocess_settings
 from vce_stream.engine.select import BACKEND_CHOICES, TORCH_PRECISIONS, choose_engine, open_choice, resolve_device
-from vce_stream.errors import VceError
+from vce_stream.errors import ConfigError, VceError
 from vce_stream.pipeline.run import PipelineConfig, RunOptions, exam_sinks, output_targets, source_path, stream_exam
 from vce_stream.output_paths import check_outputs
 from vce_stream.sources import open_source
@@ -41,6 +41,7 @@ from vce_stream.sources import open_source
 @click.option("--format", "container_format", help="Container of INPUT when it cannot be probed (e.g. mpegts, matroska).")
 @click.option("--frame-offset", type=int, help="Added to video and pipe frame indices (SPEC §4).")
 @click.option("--save-embeddings", type=click.Path(dir_okay=False), help="Also write every frame's image feature (fp16; for search, similar, index).")
+@click.option("--findings", type=click.Path(dir_okay=False), help="Also write the bundle's few-shot prototype findings (`prototypes add`) as events, in a file of their own.")
 @click.option("--report", "report", type=click.Path(dir_okay=False), help="Also write the review page (one self-contained HTML file).")
 @click.option("--report-top", type=click.IntRange(0, 1000), default=100, show_default=True, help="Frames in the report's overall top list.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML with pipeline: and postprocess: settings.")
@@ -65,6 +66,7 @@ def run(
     container_format: str | None,
     frame_offset: int | None,
     save_embeddings: str | None,
+    findings: str | None,
     report: str | None,
     report_top: int,
     config_path: str | None,
@@ -99,6 +101,8 @@ def run(
             from vce_stream.sinks.embeddings import EmbeddingsSink
 
             extra_sinks.append(EmbeddingsSink(save_embeddings, bundle.arch.feature_dim, bundle.content_hash))
+        if findings:
+            extra_sinks.append(findings_sink(findings, bundle, post))
         # Before the model is built: an output that would overwrite an input, or cannot be written, costs nothing.
         check_outputs(output_targets([*exam_sinks(out, options), *extra_sinks]), inputs=inputs)
         run_device = resolve_device(device)
@@ -163,3 +167,14 @@ def report_sink(path: str, top: int, bundle_path: str, labels: tuple[str, ...], 
         path, KeyFrameSettings(top_n=top), bundle=str(bundle_path),
         thresholds=dict(zip(labels, post.thresholds_for(len(labels)))), decoding=decoding,
     )  # fmt: skip
+
+
+def findings_sink(path: str, bundle, post: PostprocessConfig):
+    """The `--findings` sink; a bundle without prototypes is a one-line error (exit 2)."""
+    from vce_stream.model.prototypes import load_prototypes
+    from vce_stream.sinks.findings import FindingsSink
+
+    prototypes = load_prototypes(bundle)
+    if not prototypes.labels:
+        raise ConfigError(f"{bundle.path}: this bundle has no prototype findings; add one with `vce-stream prototypes add`")
+    return FindingsSink(path, prototypes, bundle.content_hash, post.temporal)
