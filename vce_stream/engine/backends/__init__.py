@@ -14,8 +14,7 @@ import importlib
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -23,7 +22,6 @@ from vce_stream.errors import ConfigError
 
 if TYPE_CHECKING:
     from vce_stream.engine.base import FrameScorer
-    from vce_stream.engine.manifest import Manifest
 
 
 @dataclass(frozen=True)
