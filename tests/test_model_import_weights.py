@@ -518,3 +518,27 @@ def test_bundle_text_model_resolution(imported, tmp_path):
     (bundle / BUNDLE_TEXT_MODEL_DIR).unlink()
     shutil.copytree(imported, bundle / BUNDLE_TEXT_MODEL_DIR)
     assert open_text_encoder(bundle, FEATURE).text_dir == bundle / BUNDLE_TEXT_MODEL_DIR / "text"
+
+
+def test_search_text_ranks_frames_with_the_imported_text_tower(imported, tmp_path, capsys):
+    """`vce-stream search --text ... --text-model DIR`: any text, encoded by the real (MiniLM) text tower;
+    the frame whose embedding is that text's vector comes first."""
+    from vce_stream.embeddings.store import EmbeddingWriter
+    from vce_stream.model.bundle import load_bundle
+    from vce_stream.model.random_bundle import create_random_bundle
+
+    bundle = load_bundle(create_random_bundle(tmp_path / "bundle", "tiny", seed=0))
+    assert bundle.arch.feature_dim == FEATURE
+    query = TextEncoder(imported).encode_texts(["fresh blood in the small bowel"])[0]
+    rng = np.random.default_rng(0)
+    rows = rng.standard_normal((50, FEATURE)).astype(np.float32)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    rows[17] = query
+    emb = tmp_path / "exam.emb"
+    writer = EmbeddingWriter(emb, FEATURE, bundle.content_hash, "exam")
+    writer.push(np.arange(100, 150), rows)
+    writer.close()
+    code, out, err = _run_cli(["search", str(emb), "--text", "fresh blood in the small bowel", "--model", str(bundle.path),
+                               "--text-model", str(imported), "--top", "3", "--json"], capsys)  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["results"][0]["frame"] == 117

@@ -44,9 +44,11 @@ def similar(embeddings, frame_ref, top, exclude_within, index_dir, bundle_path, 
 @click.option("--text", required=True, help="What to look for, e.g. 'fresh blood in the small bowel'.")
 @click.option("--model", "bundle_path", required=True, type=click.Path(path_type=Path),
               help="The bundle the embeddings came from (its text side encodes the query).")
+@click.option("--text-model", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="A text tower (an `import-weights` output) for any text; default: BUNDLE/text_model/ if present, else the bundle's label prompts only.")
 @click.option("--top", type=click.IntRange(min=1, max=100_000), default=10, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def search(embeddings, text, bundle_path, top, as_json) -> None:
+def search(embeddings, text, bundle_path, text_model, top, as_json) -> None:
     """Frames matching a text, within one exam or several (exact cosine search)."""
     from vce_stream.model.bundle import load_bundle
 
@@ -54,20 +56,23 @@ def search(embeddings, text, bundle_path, top, as_json) -> None:
         raise InputError("--text is empty: give the finding to search for, e.g. --text 'fresh blood'")
     bundle = load_bundle(bundle_path)
     exams = S.open_exams(embeddings, bundle_hash=bundle.content_hash)
-    hits = S.text_search(exams, text, text_encoder_for(bundle), top)
+    hits = S.text_search(exams, text, text_encoder_for(bundle, text_model), top)
     if as_json:
         click.echo(S.hits_json({"text": text.strip()}, hits))
     else:
         click.echo(S.format_table(hits))
 
 
-def text_encoder_for(bundle) -> S.TextEncoder:
-    """The text encoder `search` uses for `bundle`: its stored label-prompt embeddings.
+def text_encoder_for(bundle, text_model: Path | None = None) -> S.TextEncoder:
+    """The text encoder `search` uses for `bundle`: a text tower (`--text-model`, or the bundle's own
+    `text_model/` folder) encodes any text; without one, the bundle's stored label-prompt embeddings
+    answer its label names and prompts."""
+    from vce_stream.model.text import BUNDLE_TEXT_MODEL_DIR, open_text_encoder
 
-    Integration point: when the bundle carries a text tower (import-weights, issue 13), return
-    `lambda texts: encode_texts(bundle, texts)` here instead, for arbitrary text.
-    """
-    return S.StoredPromptEncoder.from_bundle(bundle)
+    if text_model is None and not (bundle.path / BUNDLE_TEXT_MODEL_DIR).is_dir():
+        return S.StoredPromptEncoder.from_bundle(bundle)
+    encoder = open_text_encoder(bundle.path, bundle.arch.feature_dim, text_model)
+    return encoder.encode_texts
 
 
 def _bundle_hash(bundle_path: Path | None) -> str | None:
