@@ -324,3 +324,31 @@ def test_torch_precision_auto_is_bf16_on_cuda_and_fp32_on_the_cpu_mocked_cuda(bu
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     choice = choose_engine(bundle, "auto", device="cuda", cache_root=tmp_path)
     assert choice.precision == "bf16" and "bf16 autocast" in choice.reason
+
+
+class OutOfMemoryAbove(torch.nn.Module):
+    """Simulated GPU memory (this machine has no GPU): a model that raises torch's OutOfMemoryError for
+    batches larger than `limit`, and otherwise returns a fixed probability per frame."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self.calls: list[int] = []
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        self.calls.append(frames.shape[0])
+        if frames.shape[0] > self.limit:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return frames.float().mean(dim=(1, 2, 3))[:, None].repeat(1, 2) / 255
+
+
+def test_a_batch_that_does_not_fit_is_halved_once_then_one_line_simulated_oom():
+    from vce_stream.engine.backends.pytorch import TorchScorer
+
+    batch = frames(8)
+    fits_half = TorchScorer(OutOfMemoryAbove(4), ("a", "b"))
+    probs = fits_half.score(batch)
+    assert fits_half.model.calls == [8, 4, 4] and probs.shape == (8, 2)
+    np.testing.assert_allclose(probs, TorchScorer(OutOfMemoryAbove(8), ("a", "b")).score(batch))
+    with pytest.raises(VceError, match="a batch of 8 frames does not fit .* nor its halves; use --batch-size 2 or less"):
+        TorchScorer(OutOfMemoryAbove(2), ("a", "b")).score(batch)

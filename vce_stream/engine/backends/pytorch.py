@@ -10,6 +10,7 @@ measured when the scorer opens (`measure_agreement`) and stated in the run log, 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from torch import nn
 
 from vce_stream.engine.backends import Backend, register_backend
 from vce_stream.engine.base import check_frames
+from vce_stream.errors import VceError
 
 
 # precision -> autocast dtype (None: plain fp32).
@@ -51,6 +53,9 @@ class TorchScorer:
         check_frames(frames)
         if frames.shape[0] == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
+        return halving_on_oom(self._score, frames, self.device)
+
+    def _score(self, frames: torch.Tensor) -> np.ndarray:
         if self.device.type == "cuda":
             frames = frames.to(self.device, non_blocking=True)
         with torch.inference_mode(), self._autocast():
@@ -65,6 +70,26 @@ class TorchScorer:
         with torch.inference_mode(), self._autocast():
             probs, features = self.model.forward_with_features(frames)
         return probs.float().cpu().numpy(), features.float().cpu().numpy()
+
+
+def halving_on_oom(score: Callable[[torch.Tensor], np.ndarray], frames: torch.Tensor, device: torch.device) -> np.ndarray:
+    """`score(frames)`; a batch that does not fit in GPU memory is retried once as two halves, and a
+    half that still does not fit is a one-line VceError (exit 2) asking for a smaller --batch-size."""
+    try:
+        return score(frames)
+    except torch.OutOfMemoryError:
+        if frames.shape[0] < 2:
+            raise VceError(f"one frame does not fit in the memory of {device}; use another device") from None
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    half = frames.shape[0] // 2
+    try:
+        return np.concatenate([score(frames[:half]), score(frames[half:])])
+    except torch.OutOfMemoryError:
+        raise VceError(
+            f"a batch of {frames.shape[0]} frames does not fit in the memory of {device}, nor its halves; "
+            f"use --batch-size {max(1, half // 2)} or less"
+        ) from None
 
 
 def torch_scorer(bundle: Any, device: str | torch.device = "cpu", precision: str = "fp32") -> TorchScorer:
