@@ -8,8 +8,9 @@ writes what it decided, flagged incomplete).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import av
@@ -17,6 +18,15 @@ import av
 from vce_stream.errors import EXIT_INCOMPLETE, ConfigError, InputError
 
 THREAD_TYPES = ("AUTO", "FRAME", "SLICE", "NONE")
+MAX_WORKERS = 256
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -34,6 +44,7 @@ class SourceConfig:
         counts as truncated (header durations are rounded).
     allow_gaps: score a frame folder whose numbering has holes (else it is refused: a hole usually means a
         copy went wrong, or file numbers that are not frame indices; see --labels-csv).
+    workers: decode-and-prepare workers (1..256; default: the cores this process may use).
     """
 
     decode_threads: int = 0
@@ -44,8 +55,11 @@ class SourceConfig:
     max_damaged_run: int = 50
     truncation_tolerance: int = 2
     allow_gaps: bool = False
+    workers: int = field(default_factory=usable_cores)
 
     def __post_init__(self) -> None:
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or not 1 <= self.workers <= MAX_WORKERS:
+            raise ConfigError(f"source.workers must be a whole number from 1 to {MAX_WORKERS}, got {self.workers!r}")
         if self.thread_type not in THREAD_TYPES:
             raise ConfigError(f"source.thread_type must be one of {THREAD_TYPES}, got {self.thread_type!r}")
         if self.decode_threads < 0 or self.scale_threads < 0:
