@@ -1,7 +1,9 @@
 """What every frame source offers the pipeline, its settings, and the errors it raises part way.
 
 A source yields `(frame index, av.VideoFrame)` pairs with strictly increasing indices (SPEC §4) and
-counts the damage it skipped. Errors that stop it before the first frame are `InputError` (exit 2:
+counts the damage it skipped; given a per-frame `transform` (the pipeline's `prepare_frame`), it runs
+the transform, and for frame folders the image decoding too, on `workers` threads (sources/parallel.py),
+delivering results in the same order with the same damage handling. Errors that stop it before the first frame are `InputError` (exit 2:
 nothing could start); errors after frames were delivered are `StreamBroken` (exit 3: the pipeline
 writes what it decided, flagged incomplete).
 """
@@ -9,9 +11,9 @@ writes what it decided, flagged incomplete).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import av
 
@@ -102,7 +104,10 @@ class FrameSource(Protocol):
     expected_frames: int | None
     stats: SourceStats
 
-    def frames(self) -> Iterator[tuple[int, av.VideoFrame]]: ...
+    def frames(self, transform: Callable[[av.VideoFrame], Any] | None = None) -> Iterator[tuple[int, Any]]:
+        """(index, frame) in index order; with `transform`, (index, transform(frame)), computed on
+        `SourceConfig.workers` threads and delivered in the same order, with the same damage handling."""
+        ...
 
     def close(self) -> None: ...
 
@@ -121,7 +126,9 @@ class ResolutionGuard:
         self.size: tuple[int, int] | None = None
 
     def check(self, frame: av.VideoFrame, index: int) -> None:
-        size = (frame.width, frame.height)
+        self.check_size((frame.width, frame.height), index)
+
+    def check_size(self, size: tuple[int, int], index: int) -> None:
         if self.size is None:
             self.size = size
         elif size != self.size:

@@ -37,15 +37,16 @@ import math
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import av
 
 from vce_stream.errors import InputError
 from vce_stream.sources.base import ResolutionGuard, SourceConfig, SourceStats, StreamBroken, ffmpeg_reason
+from vce_stream.sources.parallel import ordered_map
 
 STDIN = "-"
 # Containers whose index sits at the end of the file: unreadable from a pipe.
@@ -161,8 +162,27 @@ class VideoSource:
         except ValueError as exc:  # an unknown container_format
             raise InputError(f"{self.name}: cannot open with format {fmt!r} ({exc})") from None
 
-    def frames(self) -> Iterator[tuple[int, av.VideoFrame]]:
-        """Decoded frames with their indices (module docstring); damage is skipped and counted (SourceConfig)."""
+    def frames(self, transform: Callable[[av.VideoFrame], Any] | None = None) -> Iterator[tuple[int, Any]]:
+        """Decoded frames with their indices (module docstring); damage is skipped and counted (SourceConfig).
+
+        Decoding is one FFmpeg decoder with its own threads (`decode_threads`, `thread_type`); `transform`
+        (the resize) runs on `config.workers` threads, results in decode order.
+        """
+        if transform is None:
+            yield from self._decoded()
+            return
+
+        def apply(item: tuple[int, av.VideoFrame]) -> tuple[int, Any]:
+            return item[0], transform(item[1])
+
+        results = ordered_map(apply, self._decoded(), self.config.workers)
+        try:
+            yield from results
+        finally:
+            results.close()
+
+    def _decoded(self) -> Iterator[tuple[int, av.VideoFrame]]:
+        """The frames and their indices, in one thread."""
         stream, config, stats = self._stream, self.config, self.stats
         rate, time_base = self.rate, stream.time_base
         start = stream.start_time
