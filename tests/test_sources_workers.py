@@ -26,3 +26,13 @@ def test_workers_out_of_bounds_are_a_one_line_config_error(bad):
     with pytest.raises(ConfigError, match=r"source.workers must be a whole number from 1 to 256") as info:
         SourceConfig(workers=bad)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("data,message", [({"workers": 0}, "from 1 to 256"), ({"workers": "many"}, "whole number"), ({"workers": 300}, "from 1 to 256")])
+def test_a_config_file_with_bad_workers_is_refused_in_one_line(data, message):
+    from vce_stream.config import from_dict
+
+    with pytest.raises(ConfigError, match=message) as info:
+        from_dict(SourceConfig, data)
+    assert "\n" not in str(info.value)
+    assert from_dict(SourceConfig, {"workers": 3}).workers == 3
