@@ -21,10 +21,12 @@ Frame-index basis (SPEC §4: 0-based decode order for well-formed constant-rate 
 - After damage (a packet the demuxer flags corrupt or the decoder refuses, a frame FFmpeg flags corrupt, a stale or untimed frame) the
   decoder's references are suspect: the frames it conceals look like older pictures. Frames are dropped
   (counted `damaged`) until the next key frame, so a damaged stretch is a hole, never wrong pictures.
-  A frame that opens a hole and is not a key frame is held back one frame: if damage shows right after
-  it (FFmpeg's reordering emits the stale frames next), it was a concealed picture and is dropped too.
-  Limit: after a hole that the demuxer skipped silently in a stream without B-frames, nothing tells a
-  concealed picture from a frame after a recorder's legitimate gap; it is delivered at its own index.
+  Frames are delivered HOLD_FRAMES frames late: FFmpeg flags a damaged frame (or emits stale frames)
+  only after the B-frames decoded from it have come out, and those show the damage too, so the frames
+  held when damage shows are dropped with it (key frames excepted: they depend on no other frame).
+  Limit: a flipped bit that the decoder does not notice (H.264 has no checksum), or a stretch the demuxer
+  skips silently in a stream without B-frames, gives frames nothing distinguishes from good ones; they
+  are delivered at their own timestamp's index (never shifted), and may show a damaged picture.
 
 Truncation is judged in time, on the chosen (first) video stream only: its own duration (stored frame
 count, stream duration, or mkv's per-track DURATION tag), minus its start time. A container duration is
@@ -37,6 +39,7 @@ import math
 import os
 import re
 import sys
+from collections import deque
 from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -54,6 +57,9 @@ _NEEDS_SEEK = {"mov,mp4,m4a,3gp,3g2,mj2", "mov", "mp4"}
 # Containers (and raw streams) whose duration FFmpeg estimates from the bit rate: good for a progress bar,
 # not for calling a file truncated.
 _ESTIMATED_DURATION = {"mpegts", "mpeg", "mpegvideo", "h264", "hevc", "mjpeg", "m4v", "rawvideo"}
+# Frames held back before delivery: FFmpeg reports damage on the damaged frame, which it outputs after
+# the B-frames decoded from it (reordering), so those must still be droppable when the report comes.
+HOLD_FRAMES = 4
 _DURATION_TAG = re.compile(r"^(\d+):(\d\d):(\d\d(?:\.\d+)?)$")
 
 
@@ -69,11 +75,6 @@ def frame_step(delta: int, time_base: Fraction, rate: Fraction) -> int:
     1.75 nominal frames stays 1, so such video is numbered in decode order whatever rate a container states.
     """
     return max(1, math.floor(delta * time_base * rate + Fraction(1, 4)))
-
-
-def last_index_after(index: int) -> int:
-    """The index that follows `index` with no hole (0 for the first frame)."""
-    return index + 1
 
 
 def parse_duration_tag(text: str) -> Fraction | None:
@@ -191,15 +192,15 @@ class VideoSource:
         last, last_pts = -1, None  # the last accepted frame (delivered, or held as a suspect), before the offset
         kept, kept_pts = -1, None  # the last delivered frame
         spliced: av.VideoFrame | None = None
-        held: tuple[int, av.VideoFrame] | None = None  # a suspect: accepted after a hole, not a key frame
+        held: deque[tuple[int, av.VideoFrame]] = deque()  # accepted, not yet delivered (HOLD_FRAMES)
         resync = False  # after damage: drop frames until a key frame
         damaged_run = 0
 
-        def release() -> Iterator[tuple[int, av.VideoFrame]]:
-            nonlocal held, kept, kept_pts
-            if held is not None:
-                index, frame = held
-                held = None
+        def release(keep: int) -> Iterator[tuple[int, av.VideoFrame]]:
+            """Deliver held frames, oldest first, until `keep` remain."""
+            nonlocal kept, kept_pts
+            while len(held) > keep:
+                index, frame = held.popleft()
                 stats.missing += index - kept - 1 if kept >= 0 else index
                 guard.check(frame, index + config.frame_offset)
                 kept, kept_pts = index, frame.pts
@@ -207,13 +208,14 @@ class VideoSource:
                 yield index + config.frame_offset, frame
 
         def damage_seen() -> None:
-            """Damage: drop what follows until a key frame, and the suspect held, whose picture it may be."""
-            nonlocal held, resync, last, last_pts
+            """Damage: drop what follows until a key frame, and the held frames that may show it (not key frames)."""
+            nonlocal resync, last, last_pts
             resync = True
-            if held is not None:
-                held = None
-                stats.damaged += 1
-                last, last_pts = kept, kept_pts
+            clean = [(index, frame) for index, frame in held if frame.key_frame]
+            stats.damaged += len(held) - len(clean)
+            held.clear()
+            held.extend(clean)
+            last, last_pts = (clean[-1][0], clean[-1][1].pts) if clean else (kept, kept_pts)
 
         packets = self._container.demux(stream)
         while True:
@@ -222,7 +224,7 @@ class VideoSource:
             except (StopIteration, av.error.EOFError):  # a cut file ends here; the length check below judges it
                 break
             except av.error.FFmpegError as exc:
-                yield from release()
+                yield from release(0)
                 if stats.delivered == 0:
                     raise self._unreadable(exc) from None
                 raise StreamBroken(f"{self.name}: stream broken after frame {kept + config.frame_offset} ({ffmpeg_reason(exc)})") from None
@@ -235,14 +237,18 @@ class VideoSource:
                 stats.damaged += 1
                 damaged_run += 1
                 damage_seen()
-                self._check_damage(damaged_run, last, exc)
+                if damaged_run > config.max_damaged_run:
+                    yield from release(0)  # what was held before the damage is clean: damage_seen dropped the rest
+                    raise self._too_damaged(kept, exc)
                 continue
             for frame in decoded:
                 if frame.is_corrupt:
                     stats.damaged += 1
                     damaged_run += 1
                     damage_seen()
-                    self._check_damage(damaged_run, last, None)
+                    if damaged_run > config.max_damaged_run:
+                        yield from release(0)  # what was held before the damage is clean: damage_seen dropped the rest
+                        raise self._too_damaged(kept, None)
                     continue
                 if timed is None:
                     timed = frame.pts is not None and bool(rate) and bool(time_base)
@@ -258,7 +264,9 @@ class VideoSource:
                         spliced = frame  # a second recording whose clock restarts: judged after the first ends
                     damaged_run += 1
                     damage_seen()
-                    self._check_damage(damaged_run, last, None)
+                    if damaged_run > config.max_damaged_run:
+                        yield from release(0)  # what was held before the damage is clean: damage_seen dropped the rest
+                        raise self._too_damaged(kept, None)
                     continue
                 elif resync and not frame.key_frame:
                     stats.damaged += 1  # decoded from suspect references: a concealed, older picture
@@ -267,14 +275,12 @@ class VideoSource:
                     index = max(0, frame_index(frame.pts, frame.pts if start is None else start, time_base, rate))
                 else:
                     index = last + frame_step(frame.pts - last_pts, time_base, rate)
-                yield from release()
                 resync = False
                 damaged_run = 0
-                held = (index, frame)
+                held.append((index, frame))
                 last, last_pts = index, frame.pts
-                if index == last_index_after(kept) or frame.key_frame:
-                    yield from release()  # no hole before it, or a fresh start: nothing to suspect
-        yield from release()
+                yield from release(HOLD_FRAMES)
+        yield from release(0)
         if spliced is not None:
             guard.check(spliced, kept + 1 + config.frame_offset)
         if stats.delivered == 0:
@@ -304,13 +310,13 @@ class VideoSource:
             hint = "; an mp4/mov keeps its index at the end and cannot be read from a pipe: stream mkv or mpegts"
         return InputError(f"{self.name}: not a readable video ({ffmpeg_reason(exc)}){hint}")
 
-    def _check_damage(self, run: int, last: int, exc: BaseException | None) -> None:
-        if run > self.config.max_damaged_run:
-            why = f" ({ffmpeg_reason(exc)})" if exc is not None else ""
-            raise StreamBroken(
-                f"{self.name}: more than {self.config.max_damaged_run} damaged packets in a row after frame "
-                f"{last + self.config.frame_offset}{why}"
-            )
+    def _too_damaged(self, last: int, exc: BaseException | None) -> StreamBroken:
+        """The error that ends the exam once more than max_damaged_run damaged packets come in a row."""
+        why = f" ({ffmpeg_reason(exc)})" if exc is not None else ""
+        return StreamBroken(
+            f"{self.name}: more than {self.config.max_damaged_run} damaged packets in a row after frame "
+            f"{last + self.config.frame_offset}{why}"
+        )
 
     def close(self) -> None:
         self._container.close()
