@@ -13,6 +13,7 @@ measured from is then gone (an mpegts start time is whatever first timestamp sur
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -170,3 +171,55 @@ def test_a_cut_file_with_a_late_start_is_still_called_truncated(tmp_path):
     cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
     with pytest.raises(InputError, match="cut.mkv: ended at frame .* of the 200 its header announces: the file is truncated"):
         list(VideoSource(cut).frames())
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rate=st.sampled_from([Fraction(25), Fraction(30000, 1001), Fraction(2), Fraction(50)]),
+    time_base=st.sampled_from([Fraction(1, 90000), Fraction(1, 1000), Fraction(1, 16000), Fraction(1, 12800)]),
+    origin=st.integers(0, 10**6),
+    holes=st.sets(st.integers(1, 14), max_size=3),
+    order=st.permutations(list(range(16))),
+)
+def test_the_measured_rate_of_constant_rate_timestamps_is_the_frame_rate(rate, time_base, origin, holes, order):
+    """Packets in any (decode) order, a few frames missing, rounded to the time base: R comes out exact."""
+    from hypothesis import assume
+
+    from vce_stream.sources.video import rate_from_timestamps
+
+    assume(1 / rate / time_base >= 20)  # a time base too coarse for the rate would round intervals unevenly
+    pts = [origin + round(Fraction(i) / rate / time_base) for i in order if i not in holes]
+    got = rate_from_timestamps(pts, time_base)
+    assert abs(got - rate) / rate < Fraction(1, 200)  # the rounding of one tick at most
+
+
+def _vfr_video(path: Path, fmt: str | None) -> Path:
+    """1001 frames 20, 40 or 60 ms apart (a variable-rate recorder), each showing its number."""
+    import av
+    import numpy as np
+
+    from numbered_video import numbered_image
+
+    steps = np.random.default_rng(0).choice([20, 40, 60], 200)
+    times = np.concatenate([[0], np.cumsum(steps)])
+    with av.open(str(path), "w", format=fmt) as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width = stream.height = 64
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        for i, t in enumerate(times):
+            frame = av.VideoFrame.from_ndarray(numbered_image(i), format="rgb24")
+            frame.pts, frame.time_base = int(t), Fraction(1, 1000)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path
+
+
+def test_a_variable_rate_video_gets_the_same_indices_in_mkv_mp4_and_mpegts(tmp_path):
+    """Issue 12 fault 1: today one variable-rate video is numbered differently per container."""
+    results = {}
+    for ext in ("mkv", "mp4", "ts"):
+        source = VideoSource(_vfr_video(tmp_path / f"vfr.{ext}", CONTAINERS[ext]))
+        results[ext] = [(index, read_number(frame.to_ndarray(format="rgb24"))) for index, frame in source.frames()]
+    assert results["mkv"] == results["mp4"] == results["ts"]
+    assert results["mkv"] == [(i, i) for i in range(201)]  # decode order: every frame, its own number

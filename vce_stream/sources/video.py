@@ -9,11 +9,13 @@ Frame-index basis (SPEC §4: 0-based decode order for well-formed constant-rate 
   a frame lost to damage (or dropped by the recorder) leaves exactly its hole: an index comes from the
   frame's own timestamp, never from how many frames came before it (SPEC §3: a one-frame shift halves
   mAP@0.95).
-- R is the stream's nominal rate: the average rate the container states, else FFmpeg's guess. Because
-  steps are measured between neighbours, a variable-frame-rate video is numbered in decode order in
-  every container (mkv states a nominal 25 where mp4 states the measured 24.5 for the same frames:
-  absolute timestamps x R would number them differently; neighbour steps of 0.5-1.5 nominal frames all
-  round to 1 under both), and only a gap of about two nominal frames or more opens a hole.
+- R is measured, not read from the container: 1 / the usual (long) interval between the timestamps of the
+  first RATE_SAMPLE packets (rate_from_timestamps; else the container's average rate, else FFmpeg's guess). The same frames
+  carry the same times in every container, while the stated rates differ (for one variable-rate video:
+  mkv states 25, mp4 24.5, mpegts nothing, and FFmpeg guesses 50), so this numbers a video the same in
+  mkv, mp4 and mpegts. Because steps are measured between neighbours, variable-rate video is numbered
+  in decode order (steps of 0.5-1.75 intervals are all 1), and only a gap of about two intervals or
+  more opens a hole. On constant-rate video R is the frame rate exactly.
 - A frame whose timestamp does not advance past the previous one (FFmpeg's stale frames after damage),
   or that has none in a stream that has them, is dropped and counted (`untimed`): numbering it after its
   predecessor would push every later frame 1-2 indices late. A stream with no timestamps at all (a raw
@@ -60,6 +62,8 @@ _ESTIMATED_DURATION = {"mpegts", "mpeg", "mpegvideo", "h264", "hevc", "mjpeg", "
 # Frames held back before delivery: FFmpeg reports damage on the damaged frame, which it outputs after
 # the B-frames decoded from it (reordering), so those must still be droppable when the report comes.
 HOLD_FRAMES = 4
+# Packets read ahead to measure the frame interval R is based on (a live stream starts that many frames late).
+RATE_SAMPLE = 16
 _DURATION_TAG = re.compile(r"^(\d+):(\d\d):(\d\d(?:\.\d+)?)$")
 
 
@@ -104,6 +108,24 @@ def stream_seconds(stream: av.VideoStream, container: av.container.InputContaine
         container_start = Fraction(container.start_time or 0, av.time_base)
         return Fraction(container.duration, av.time_base) - max(Fraction(0), start - container_start)
     return None
+
+
+def rate_from_timestamps(pts: list[int], time_base: Fraction) -> Fraction | None:
+    """Frames per second of the timestamps `pts` (in `time_base`); None if under 2 intervals.
+
+    The intervals between the sorted timestamps (packets come in decode order, B-frames first) within
+    half and one and a half times their upper quartile (so the odd hole or damaged stamp does not count,
+    and on variable-rate video the long intervals set R, so its frames are numbered in decode order) are
+    averaged: on constant-rate video that is the frame rate to one tick over the whole sample, even
+    where each interval is rounded (29.97 fps in milliseconds: 33 and 34 ms).
+    """
+    ordered = sorted(set(pts))
+    steps = [b - a for a, b in zip(ordered, ordered[1:])]
+    if len(steps) < 2 or not time_base:
+        return None
+    upper = sorted(steps)[3 * (len(steps) - 1) // 4]  # upper quartile: variable-rate video counts its long steps
+    usual = [step for step in steps if upper / 2 <= step <= upper * 3 / 2]
+    return len(usual) / (sum(usual) * Fraction(time_base))
 
 
 def nominal_rate(stream: av.VideoStream) -> Fraction | None:
@@ -217,7 +239,9 @@ class VideoSource:
             held.extend(clean)
             last, last_pts = (clean[-1][0], clean[-1][1].pts) if clean else (kept, kept_pts)
 
-        packets = self._container.demux(stream)
+        packets = self._peeked_packets(stream)
+        if time_base:
+            rate = self._measured_rate or rate
         while True:
             try:
                 packet = next(packets)
@@ -286,6 +310,37 @@ class VideoSource:
         if stats.delivered == 0:
             raise InputError(f"{self.name}: no decodable video frames")
         self._check_length(kept, kept_pts, resync)
+
+    def _peeked_packets(self, stream: av.VideoStream) -> Iterator[av.Packet]:
+        """The stream's packets, the first RATE_SAMPLE read ahead to set `_measured_rate` (errors keep their place)."""
+        packets = self._container.demux(stream)
+        peeked: list[av.Packet] = []
+        error: BaseException | None = None
+        try:
+            for packet in packets:
+                peeked.append(packet)
+                if len(peeked) >= RATE_SAMPLE:
+                    break
+        except av.error.FFmpegError as exc:  # EOFError included: raised where the loop would have met it
+            error = exc
+        stamps = [packet.pts for packet in peeked if packet.pts is not None and packet.size]
+        if len(stamps) > HOLD_FRAMES:  # past the last packets, B-frames not yet read would leave false gaps
+            cutoff = min(stamps[-HOLD_FRAMES:])
+            stamps = [pts for pts in stamps if pts <= cutoff]
+        self._measured_rate = rate_from_timestamps(stamps, stream.time_base) if stream.time_base else None
+
+        def replay() -> Iterator[av.Packet]:
+            yield from peeked
+            if error is not None:
+                raise error
+            while True:
+                try:
+                    packet = next(packets)
+                except StopIteration:  # PyAV's demuxer may raise it itself: end of the input, not an error
+                    return
+                yield packet
+
+        return replay()
 
     def _check_length(self, last: int, last_pts: int | None, resync: bool) -> None:
         """StreamBroken when the delivered frames end before the end the stream's header announces."""
