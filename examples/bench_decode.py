@@ -11,7 +11,8 @@ Rows (frames/s, each the median of --repeats runs; a run reads one window of fra
 2. H.264 (size x size, generated with PyAV): the same pipeline at 1 and 2 workers, against
    `ffmpeg -threads 2 -i X -vf scale=...:flags=bicubic,crop=224:224 -f null -` when the ffmpeg command
    line exists (target >= 0.9), and against a plain PyAV loop (2 decoder threads, resize in the loop).
-"cores busy" is this process's CPU time over wall time in the median run: close to the worker count when
+A GIL-free reference (sha256 in 1 and 2 threads) shows how far 2 threads can scale on the machine at
+that moment: on a shared machine it can be far below 2. "cores busy" is this process's CPU time over wall time in the median run: close to the worker count when
 decoding scales, close to 1 when something serialises it (the GIL), whatever else loads the machine.
 The machine may be shared: the CPU model, its avx2/avx512 flags, the usable cores and the load average
 are printed with the table. Speed is measured here, never asserted in tests.
@@ -159,6 +160,16 @@ def ffmpeg_cli(path: Path, size: int) -> int | None:
 BUSY: dict[float, float] = {}  # frames/s -> cores busy in the median run
 
 
+def sha256_mb(threads: int, data: bytes = os.urandom(32 << 20), chunks: int = 6) -> int:
+    """GIL-free reference work (hashlib releases the GIL on large buffers): MB hashed by `threads` threads."""
+    import hashlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(lambda _: hashlib.sha256(data).digest(), range(chunks)))
+    return chunks * len(data) >> 20
+
+
 def median_rate(runs: list[Callable[[], int]]) -> float:
     results = sorted(timed(run) for run in runs)
     rate, busy = results[len(results) // 2]
@@ -195,6 +206,12 @@ def main() -> None:
     print(f"same pixels (pipeline, OpenCV loop, PyAV loop): {check_same_pixels(windows[0])}")
 
     rows: list[tuple[str, float, str]] = []
+    ref_1 = median_rate([lambda: sha256_mb(1)] * args.repeats)
+    ref_2 = median_rate([lambda: sha256_mb(2)] * args.repeats)
+    rows += [
+        ("reference: sha256, 1 thread (MB/s, GIL-free)", ref_1, ""),
+        ("reference: sha256, 2 threads (MB/s, GIL-free)", ref_2, f"{ref_2 / ref_1:.2f} x: the most 2 threads can gain on this machine now"),
+    ]
     png_cv2 = median_rate([lambda f=f: plain_cv2(f) for f in windows])
     png_pyav = median_rate([lambda f=f: plain_pyav(f) for f in windows])
     fastest = max(png_cv2, png_pyav)
