@@ -23,7 +23,7 @@ Frame-index basis (SPEC §4: 0-based decode order for well-formed constant-rate 
 - After damage (a packet the demuxer flags corrupt or the decoder refuses, a frame FFmpeg flags corrupt, a stale or untimed frame) the
   decoder's references are suspect: the frames it conceals look like older pictures. Frames are dropped
   (counted `damaged`) until the next key frame, so a damaged stretch is a hole, never wrong pictures.
-  Frames are delivered HOLD_FRAMES frames late: FFmpeg flags a damaged frame (or emits stale frames)
+  Frames are delivered HOLD_FRAMES frames late (not held with an intra-only codec): FFmpeg flags a damaged frame (or emits stale frames)
   only after the B-frames decoded from it have come out, and those show the damage too, so the frames
   held when damage shows are dropped with it (key frames excepted: they depend on no other frame).
   Limit: a flipped bit that the decoder does not notice (H.264 has no checksum), or a stretch the demuxer
@@ -239,6 +239,8 @@ class VideoSource:
             held.extend(clean)
             last, last_pts = (clean[-1][0], clean[-1][1].pts) if clean else (kept, kept_pts)
 
+        # An intra-only codec (MJPEG, ...) has no frame decoded from another: nothing to hold back for.
+        hold = 0 if getattr(stream.codec_context.codec, "intra_only", False) else HOLD_FRAMES
         packets = self._peeked_packets(stream)
         if time_base:
             rate = self._measured_rate or rate
@@ -303,7 +305,7 @@ class VideoSource:
                 damaged_run = 0
                 held.append((index, frame))
                 last, last_pts = index, frame.pts
-                yield from release(HOLD_FRAMES)
+                yield from release(hold)
         yield from release(0)
         if spliced is not None:
             guard.check(spliced, kept + 1 + config.frame_offset)
