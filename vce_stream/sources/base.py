@@ -74,9 +74,12 @@ class SourceConfig:
 class SourceStats:
     """What a source skipped or repaired, for the run summary.
 
-    damaged: packets that failed to decode plus frames the decoder flagged corrupt (skipped).
+    damaged: packets the demuxer flagged corrupt or that failed to decode, frames the decoder flagged
+        corrupt, and frames dropped after damage until the next key frame (video: see sources/video.py).
     missing: frame indices absent between delivered frames (dropped, undecodable, or folder holes).
-    untimed: frames without a usable timestamp, numbered one after their predecessor.
+    untimed: video frames whose timestamp is missing or does not advance (dropped: placing them would
+        shift the frames after them); in a stream with no timestamps at all, every frame (numbered in
+        decode order).
     """
 
     delivered: int = 0
