@@ -27,13 +27,14 @@ class ListSource:
         self.produced = 0
         self.closed = False
 
-    def frames(self):
+    def frames(self, transform=None):
         for i in range(self.n):
             if i == self.fail_at:
                 raise StreamBroken(f"list: broken at frame {i}")
             image = np.full((self.size, self.size, 3), i % 256, dtype=np.uint8)
             self.produced += 1
-            yield 10 + 2 * i, av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            yield 10 + 2 * i, frame if transform is None else transform(frame)
 
     def close(self) -> None:
         self.closed = True
@@ -125,8 +126,8 @@ class PausingSource(ListSource):
         self.pause_at = pause_at
         self.resume = threading.Event()
 
-    def frames(self):
-        for position, item in enumerate(super().frames()):
+    def frames(self, transform=None):
+        for position, item in enumerate(super().frames(transform)):
             if position == self.pause_at:
                 assert self.resume.wait(10), "the reader never took the partial batch"
             yield item
@@ -172,8 +173,8 @@ class JitterySource(ListSource):
         super().__init__(n)
         self.delays = np.random.default_rng(seed).choice([0.0, 0.0, 0.0, 0.002, 0.01], size=n)
 
-    def frames(self):
-        for delay, item in zip(self.delays, super().frames()):
+    def frames(self, transform=None):
+        for delay, item in zip(self.delays, super().frames(transform)):
             time.sleep(delay)
             yield item
 

@@ -1,7 +1,9 @@
 """The decode thread: source -> prepared frames in pool batches -> a queue the scoring loop reads.
 
 Decoding and preparing run in their own thread (PyAV and swscale release the GIL), so they overlap with
-scoring. The queue holds at most the pool's batches, so a slow scorer stops the decoder instead of
+scoring; within it, the source spreads image decoding (frame folders) and `prepare_frame` (all sources)
+over `SourceConfig.workers` threads, results in frame order, at most 2 x workers frames in flight
+(sources/parallel.py), so the batches hold the same frames in the same order for any number of workers. The queue holds at most the pool's batches, so a slow scorer stops the decoder instead of
 growing memory. An error in the source reaches the reader after every batch decoded before it, so the
 scoring loop scores all it can and then learns why the stream stopped.
 
@@ -18,6 +20,9 @@ import queue
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+
+import av
+import numpy as np
 
 from vce_stream.sources.preprocess import PreprocessConfig
 from vce_stream.pipeline.batches import Batch, BatchPool
@@ -89,10 +94,14 @@ class BatchReader:
             self.partial_batches += 1
             return batch
 
+    def _prepare(self, frame: av.VideoFrame) -> np.ndarray:
+        """The one frame preparation, run by the source's workers (the same function training uses)."""
+        return prepare_frame(frame, self.preprocess, threads=self.scale_threads)
+
     def _decode(self) -> None:
         try:
-            for index, frame in self.source.frames():
-                if not self._add(index, frame):  # stopped
+            for index, prepared in self.source.frames(self._prepare):
+                if not self._add(index, prepared):  # stopped
                     return
                 if self._stop.is_set():
                     return
@@ -104,15 +113,15 @@ class BatchReader:
         finally:
             self.source.close()
 
-    def _add(self, index: int, frame: object) -> bool:
-        """Prepare `frame` into the current batch (a new one from the pool when there is none); False if stopped."""
+    def _add(self, index: int, prepared: np.ndarray) -> bool:
+        """Put a prepared frame into the current batch (a new one from the pool when there is none); False if stopped."""
         while True:
             with self._lock:
                 batch = self._filling
                 if batch is not None:
                     slot = batch.add(index)
                     try:
-                        prepare_frame(frame, self.preprocess, slot, threads=self.scale_threads)
+                        np.copyto(slot, prepared)
                     except BaseException:
                         batch.count -= 1  # never hand over a slot that holds no frame
                         raise

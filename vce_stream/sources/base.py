@@ -1,22 +1,34 @@
 """What every frame source offers the pipeline, its settings, and the errors it raises part way.
 
 A source yields `(frame index, av.VideoFrame)` pairs with strictly increasing indices (SPEC §4) and
-counts the damage it skipped. Errors that stop it before the first frame are `InputError` (exit 2:
+counts the damage it skipped; given a per-frame `transform` (the pipeline's `prepare_frame`), it runs
+the transform, and for frame folders the image decoding too, on `workers` threads (sources/parallel.py),
+delivering results in the same order with the same damage handling. Errors that stop it before the first frame are `InputError` (exit 2:
 nothing could start); errors after frames were delivered are `StreamBroken` (exit 3: the pipeline
 writes what it decided, flagged incomplete).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Protocol
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import av
 
 from vce_stream.errors import EXIT_INCOMPLETE, ConfigError, InputError
 
 THREAD_TYPES = ("AUTO", "FRAME", "SLICE", "NONE")
+MAX_WORKERS = 256
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -34,6 +46,7 @@ class SourceConfig:
         counts as truncated (header durations are rounded).
     allow_gaps: score a frame folder whose numbering has holes (else it is refused: a hole usually means a
         copy went wrong, or file numbers that are not frame indices; see --labels-csv).
+    workers: decode-and-prepare workers (1..256; default: the cores this process may use).
     """
 
     decode_threads: int = 0
@@ -44,8 +57,11 @@ class SourceConfig:
     max_damaged_run: int = 50
     truncation_tolerance: int = 2
     allow_gaps: bool = False
+    workers: int = field(default_factory=usable_cores)
 
     def __post_init__(self) -> None:
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or not 1 <= self.workers <= MAX_WORKERS:
+            raise ConfigError(f"source.workers must be a whole number from 1 to {MAX_WORKERS}, got {self.workers!r}")
         if self.thread_type not in THREAD_TYPES:
             raise ConfigError(f"source.thread_type must be one of {THREAD_TYPES}, got {self.thread_type!r}")
         if self.decode_threads < 0 or self.scale_threads < 0:
@@ -58,9 +74,12 @@ class SourceConfig:
 class SourceStats:
     """What a source skipped or repaired, for the run summary.
 
-    damaged: packets that failed to decode plus frames the decoder flagged corrupt (skipped).
+    damaged: packets the demuxer flagged corrupt or that failed to decode, frames the decoder flagged
+        corrupt, and frames dropped after damage until the next key frame (video: see sources/video.py).
     missing: frame indices absent between delivered frames (dropped, undecodable, or folder holes).
-    untimed: frames without a usable timestamp, numbered one after their predecessor.
+    untimed: video frames whose timestamp is missing or does not advance (dropped: placing them would
+        shift the frames after them); in a stream with no timestamps at all, every frame (numbered in
+        decode order).
     """
 
     delivered: int = 0
@@ -88,7 +107,10 @@ class FrameSource(Protocol):
     expected_frames: int | None
     stats: SourceStats
 
-    def frames(self) -> Iterator[tuple[int, av.VideoFrame]]: ...
+    def frames(self, transform: Callable[[av.VideoFrame], Any] | None = None) -> Iterator[tuple[int, Any]]:
+        """(index, frame) in index order; with `transform`, (index, transform(frame)), computed on
+        `SourceConfig.workers` threads and delivered in the same order, with the same damage handling."""
+        ...
 
     def close(self) -> None: ...
 
@@ -107,7 +129,9 @@ class ResolutionGuard:
         self.size: tuple[int, int] | None = None
 
     def check(self, frame: av.VideoFrame, index: int) -> None:
-        size = (frame.width, frame.height)
+        self.check_size((frame.width, frame.height), index)
+
+    def check_size(self, size: tuple[int, int], index: int) -> None:
         if self.size is None:
             self.size = size
         elif size != self.size:

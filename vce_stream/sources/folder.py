@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -18,6 +19,7 @@ import numpy as np
 from vce_stream.errors import InputError
 from vce_stream.sources.base import ResolutionGuard, SourceConfig, SourceStats, StreamBroken
 from vce_stream.sources.galar import read_galar_index
+from vce_stream.sources.parallel import ordered_map
 from vce_stream.sources.preprocess import open_image
 
 FRAME_NAME = re.compile(r"^frame_(\d+)\.(png|jpe?g)$", re.IGNORECASE)
@@ -84,19 +86,33 @@ class FrameFolderSource:
             raise InputError(f"{csv_path}: no row for {len(unknown)} file(s) of {self.name}, e.g. {unknown[0]}")
         return sorted((mapping[number], path) for number, path in files)
 
-    def frames(self) -> Iterator[tuple[int, av.VideoFrame]]:
-        """Decoded images in index order; an unreadable image ends the exam (StreamBroken)."""
+    def frames(self, transform: Callable[[av.VideoFrame], Any] | None = None) -> Iterator[tuple[int, Any]]:
+        """Decoded images in index order; an unreadable image ends the exam (StreamBroken).
+
+        With `transform`, images are decoded and transformed on `config.workers` threads (PyAV's PNG/JPEG
+        decoders and swscale run without the GIL); order, checks and errors are those of one thread.
+        """
         guard = ResolutionGuard(self.name)
-        for index, path in self._files:
-            try:
-                frame = open_image(path)
-            except InputError as exc:
-                if self.stats.delivered == 0:
-                    raise
-                raise StreamBroken(str(exc)) from None
-            guard.check(frame, index)
-            self.stats.delivered += 1
-            yield index, frame
+
+        def load(path: Path) -> tuple[tuple[int, int], Any]:
+            frame = open_image(path)
+            return (frame.width, frame.height), frame if transform is None else transform(frame)
+
+        workers = self.config.workers if transform is not None else 1
+        results = ordered_map(load, (path for _, path in self._files), workers)
+        try:
+            for index, _ in self._files:
+                try:
+                    size, frame = next(results)
+                except InputError as exc:
+                    if self.stats.delivered == 0:
+                        raise
+                    raise StreamBroken(str(exc)) from None
+                guard.check_size(size, index)
+                self.stats.delivered += 1
+                yield index, frame
+        finally:
+            results.close()
 
     def close(self) -> None:
         """Nothing stays open between images."""

@@ -1,0 +1,180 @@
+"""Decode and prepare on several workers: same frames, indices, pixels and errors as one, memory bounded (issue 15 item 7)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from numbered_video import numbered_image, write_numbered_video
+from vce_stream.errors import InputError
+from vce_stream.pipeline.batches import BatchPool
+from vce_stream.pipeline.reader import BatchReader
+from vce_stream.sources import SourceConfig, StreamBroken, open_source
+from vce_stream.sources.parallel import in_flight_bound, ordered_map
+from vce_stream.sources.preprocess import PreprocessConfig, prepare_frame
+
+CFG = PreprocessConfig(size=32)
+
+
+class Boom(Exception):
+    pass
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(0, 40),
+    workers=st.integers(1, 4),
+    fail_at=st.one_of(st.none(), st.integers(0, 45)),
+    break_at=st.one_of(st.none(), st.integers(0, 45)),
+    delays=st.lists(st.sampled_from([0.0, 0.0, 0.001, 0.003]), min_size=46, max_size=46),
+)
+def test_ordered_map_gives_the_sequential_results_and_the_first_error_in_order(n, workers, fail_at, break_at, delays):
+    def items():
+        for i in range(n):
+            if i == break_at:
+                raise Boom(f"items broke at {i}")
+            yield i
+
+    def fn(i):
+        time.sleep(delays[i])
+        if i == fail_at:
+            raise Boom(f"fn failed at {i}")
+        return i * i
+
+    got, error = [], None
+    try:
+        for value in ordered_map(fn, items(), workers):
+            got.append(value)
+    except Boom as exc:
+        error = str(exc)
+    stops = [(p, f"fn failed at {p}") for p in [fail_at] if p is not None and p < n and (break_at is None or p < break_at)]
+    stops += [(p, f"items broke at {p}") for p in [break_at] if p is not None and p < n]
+    first = min(stops, default=None)
+    assert got == [i * i for i in range(first[0] if first else n)]
+    assert error == (first[1] if first else None)
+
+
+@pytest.mark.parametrize("workers", [2, 3, 5])
+def test_ordered_map_keeps_at_most_two_per_worker_in_flight(workers):
+    lock = threading.Lock()
+    pulled, yielded, worst = 0, 0, 0
+
+    def items():
+        nonlocal pulled, worst
+        for i in range(60):
+            with lock:
+                pulled += 1
+                worst = max(worst, pulled - yielded)
+            yield i
+
+    for _ in ordered_map(lambda i: i, items(), workers):
+        time.sleep(0.001)  # a slow consumer: the pool must wait for it, not run ahead
+        with lock:
+            yielded += 1
+    assert worst <= in_flight_bound(workers) == 2 * workers
+
+
+def _folder(tmp_path: Path) -> Path:
+    """Frames 5..29 without 12 (a gap), frame 20 unreadable, 40x48 pixels that differ per frame."""
+    folder = tmp_path / "exam"
+    folder.mkdir()
+    for n in range(5, 30):
+        if n == 12:
+            continue
+        if n == 20:
+            (folder / f"frame_{n:04d}.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+            continue
+        image = np.random.default_rng(n).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+        av.VideoFrame.from_ndarray(image, format="rgb24").save(str(folder / f"frame_{n:04d}.png"))
+    return folder
+
+
+def _run(source, transform):
+    got, error = [], None
+    try:
+        for index, prepared in source.frames(transform):
+            got.append((index, np.array(prepared)))
+    except InputError as exc:
+        error = (type(exc), str(exc))
+    return got, error
+
+
+def test_a_folder_gives_the_same_frames_pixels_and_error_with_one_or_three_workers(tmp_path):
+    folder = _folder(tmp_path)
+
+    def transform(frame):
+        return prepare_frame(frame, CFG)
+
+    one, error_one = _run(open_source(folder, SourceConfig(allow_gaps=True, workers=1)), transform)
+    three_source = open_source(folder, SourceConfig(allow_gaps=True, workers=3))
+    three, error_three = _run(three_source, transform)
+    assert [i for i, _ in one] == [i for i, _ in three] == [5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19]
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(one, three))
+    assert error_one == error_three and error_one[0] is StreamBroken and "frame_0020.png: not a readable image" in error_one[1]
+    assert three_source.stats.delivered == 14 and three_source.stats.missing == 1
+    # and the same pixels as decoding each file on its own, the path training takes
+    plain = prepare_frame(av.open(str(folder / "frame_0013.png")).decode(video=0).__next__(), CFG)
+    assert np.array_equal(dict(three)[13], plain)
+
+
+def test_a_folder_decodes_at_most_two_frames_per_worker_ahead_of_its_reader(tmp_path):
+    folder = tmp_path / "long"
+    folder.mkdir()
+    for n in range(40):
+        av.VideoFrame.from_ndarray(np.full((16, 16, 3), n, np.uint8), format="rgb24").save(str(folder / f"frame_{n}.png"))
+    calls = 0
+    lock = threading.Lock()
+
+    def transform(frame):
+        nonlocal calls
+        with lock:
+            calls += 1
+        return prepare_frame(frame, CFG)
+
+    frames = open_source(folder, SourceConfig(workers=3)).frames(transform)
+    for taken in range(1, 11):
+        next(frames)
+        time.sleep(0.01)  # give the pool every chance to run ahead
+        assert calls <= taken + 2 * 3
+    frames.close()
+
+
+@pytest.mark.parametrize("ext,fmt", [("mkv", None), ("ts", "mpegts")])
+def test_a_video_gives_the_same_frames_and_pixels_with_one_or_three_workers(tmp_path, ext, fmt):
+    path = write_numbered_video(tmp_path / f"v.{ext}", 40, pts=[i for i in range(42) if i not in (9, 30)][:40], fmt=fmt)
+
+    def transform(frame):
+        return prepare_frame(frame, CFG)
+
+    one, _ = _run(open_source(path, SourceConfig(workers=1)), transform)
+    three, _ = _run(open_source(path, SourceConfig(workers=3)), transform)
+    assert [i for i, _ in one] == [i for i, _ in three] == [i for i in range(42) if i not in (9, 30)]
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(one, three))
+
+
+def test_batch_reader_batches_are_identical_for_one_and_three_workers(tmp_path):
+    folder = tmp_path / "exam"
+    folder.mkdir()
+    for n in range(23):
+        av.VideoFrame.from_ndarray(numbered_image(n, 64), format="rgb24").save(str(folder / f"frame_{n:03d}.png"))
+
+    def batches(workers):
+        pool = BatchPool(2, 5, CFG.size)
+        out = []
+        with BatchReader(open_source(folder, SourceConfig(workers=workers)), pool, CFG) as reader:
+            for batch in reader:
+                frames, indices = batch.filled()
+                out.append((frames.numpy().copy(), indices))
+                pool.release(batch)
+        return out
+
+    one, three = batches(1), batches(3)
+    assert [i.tolist() for _, i in one] == [i.tolist() for _, i in three] == [list(range(k, min(k + 5, 23))) for k in range(0, 23, 5)]
+    assert all(np.array_equal(a, b) for (a, _), (b, _) in zip(one, three))
