@@ -45,6 +45,7 @@ def cuda_devices(device: str) -> tuple[str, ...]:
 @click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True, help="Inference engine; auto: the best engine built for this machine (`build-engine`), else torch.")
 @click.option("--device", default="auto", show_default=True, help="Local pool: cpu, cuda, cuda:N, or auto (CUDA where available).")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Frames per engine call (default 32).")
+@click.option("--decode-workers", type=int, help="Decode and prepare threads per exam (1..256; default: the exam's share of the cores). `--workers` sizes the pool of exams.")
 @click.option("--thresholds", help='Override thresholds: "0.4", one number per label, or "polyp=0.2,ulcer=0.1".')
 @click.option("--order", type=click.Choice(["confidence", "time"]), help="Event order in the files (the ranking).")
 @click.option("--segmentation", type=click.Choice(["tuple", "label"]), help="Tuple events (default) or one event per label run.")
@@ -68,6 +69,7 @@ def batch(
     backend: str,
     device: str,
     batch_size: int | None,
+    decode_workers: int | None,
     thresholds: str | None,
     order: str | None,
     segmentation: str | None,
@@ -94,7 +96,7 @@ def batch(
         raise ConfigError("--workers and --threads size the local pool; with --ray use --cpus-per-exam and --gpus-per-exam")
     pipeline = layered_settings(
         PipelineConfig(), "pipeline", config_path,
-        lambda p: pipeline_from_command_line(p, batch_size=batch_size, allow_gaps=allow_gaps),
+        lambda p: pipeline_from_command_line(p, batch_size=batch_size, allow_gaps=allow_gaps, workers=decode_workers),
     )  # fmt: skip
     bundle = load_bundle(model)
     post = postprocess_settings(bundle.postprocess, config_path, bundle.labels, thresholds=thresholds, order=order, segmentation=segmentation)

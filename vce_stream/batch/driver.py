@@ -38,7 +38,7 @@ from vce_stream.pipeline.run import RunOptions
 from vce_stream.sources.folder import FRAME_NAME
 
 # Source options that only change speed, not which frames get which indices.
-_SPEED_ONLY_SOURCE_FIELDS = ("decode_threads", "thread_type", "scale_threads")
+_SPEED_ONLY_SOURCE_FIELDS = ("decode_threads", "thread_type", "scale_threads", "workers")
 
 
 class Runner(Protocol):
@@ -281,7 +281,8 @@ def _score(
 
 def _task(job: BatchJob, exam: Exam, runner: Runner) -> ExamTask:
     pipeline = job.options.pipeline
-    source = dataclasses.replace(pipeline.source, decode_threads=runner.threads)
+    # Parallel exams share the cores: an exam decodes on at most its runner's share of them.
+    source = dataclasses.replace(pipeline.source, decode_threads=runner.threads, workers=min(pipeline.source.workers, runner.threads))
     options = dataclasses.replace(
         job.options,
         video_id=exam.video_id,

@@ -33,6 +33,7 @@ from vce_stream.sources import open_source
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, or auto (CUDA where available).")
 @click.option("--precision", type=click.Choice(TORCH_PRECISIONS), default="auto", show_default=True, help="The torch backend's precision: auto is bf16 autocast on CUDA, fp32 on the CPU (engines carry their own).")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Frames per engine call (default 32).")
+@click.option("--workers", type=int, help="Decode and prepare workers (1..256; default: the cores this process may use).")
 @click.option("--thresholds", help='Override thresholds: "0.4", one number per label, or "polyp=0.2,ulcer=0.1".')
 @click.option("--order", type=click.Choice(["confidence", "time"]), help="Event order in the file (the ranking).")
 @click.option("--segmentation", type=click.Choice(["tuple", "label"]), help="Tuple events (default) or one event per label run.")
@@ -58,6 +59,7 @@ def run(
     device: str,
     precision: str,
     batch_size: int | None,
+    workers: int | None,
     thresholds: str | None,
     order: str | None,
     segmentation: str | None,
@@ -79,7 +81,8 @@ def run(
     "stopped_at_frame": N, ...} in the JSON).
     """
     pipeline = layered_settings(PipelineConfig(), "pipeline", config_path, lambda p: pipeline_from_command_line(
-        p, batch_size=batch_size, container_format=container_format, frame_offset=frame_offset, allow_gaps=allow_gaps
+        p, batch_size=batch_size, container_format=container_format, frame_offset=frame_offset, allow_gaps=allow_gaps,
+        workers=workers,
     ))  # fmt: skip
     source = open_source(input, pipeline.source, labels_csv=labels_csv)
     try:
@@ -139,11 +142,12 @@ def pipeline_from_command_line(
     container_format: str | None = None,
     frame_offset: int | None = None,
     allow_gaps: bool = False,
+    workers: int | None = None,
 ) -> PipelineConfig:
     """`pipeline` with the command-line options of `run` and `batch` applied last."""
     source_changes: dict = {
         key: value
-        for key, value in (("container_format", container_format), ("frame_offset", frame_offset))
+        for key, value in (("container_format", container_format), ("frame_offset", frame_offset), ("workers", workers))
         if value is not None
     }
     if allow_gaps:
