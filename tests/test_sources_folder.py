@@ -140,3 +140,31 @@ def test_a_labels_csv_with_a_video_file_is_refused(tmp_path):
     video.write_bytes(b"x")
     with pytest.raises(InputError, match="maps frame folders only"):
         open_source(video, labels_csv=tmp_path / "a.csv")
+
+
+@pytest.mark.parametrize("number", ["99999999999999999999", "9223372036854775808", "1000000000000001"])
+def test_a_frame_number_beyond_the_index_bound_is_one_line(tmp_path, number):
+    """Issue 12 fault 9: a file number no int64 (or frame index) holds is an input error, no traceback."""
+    folder = tmp_path / "exam"
+    folder.mkdir()
+    (folder / "frame_000001.png").write_bytes(b"x")
+    (folder / f"frame_{number}.png").write_bytes(b"x")
+    with pytest.raises(InputError, match=rf"frame_{number}\.png: frame number beyond"):
+        FrameFolderSource(folder, SourceConfig(allow_gaps=True))
+
+
+@pytest.mark.parametrize("offset", [99999999999999999999, -1, 10**15 + 1])
+def test_frame_offset_is_bounded(offset):
+    from vce_stream.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="source.frame_offset"):
+        SourceConfig(frame_offset=offset)
+
+
+def test_a_huge_frame_offset_on_the_command_line_is_one_line(tmp_path, capsys):
+    from vce_stream.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["run", str(tmp_path / "x.mkv"), "--model", str(tmp_path / "b"), "--out", str(tmp_path / "e.json"), "--frame-offset", "99999999999999999999"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.startswith("vce-stream: error: ") and "frame_offset" in err and err.count("\n") == 1

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import av
 
 from vce_stream.errors import EXIT_INCOMPLETE, ConfigError, InputError
+from vce_stream.limits import MAX_COUNT, MAX_FRAME_INDEX, MAX_THREADS, check_maxima, check_range
 
 THREAD_TYPES = ("AUTO", "FRAME", "SLICE", "NONE")
 MAX_WORKERS = 256
@@ -68,6 +69,8 @@ class SourceConfig:
             raise ConfigError("source.decode_threads and source.scale_threads must be >= 0")
         if self.max_damaged_run < 0 or self.truncation_tolerance < 0:
             raise ConfigError("source.max_damaged_run and source.truncation_tolerance must be >= 0")
+        check_range("source.frame_offset", self.frame_offset, 0, MAX_FRAME_INDEX)
+        check_maxima(self, "source.", {"decode_threads": MAX_THREADS, "scale_threads": MAX_THREADS, "max_damaged_run": MAX_COUNT, "truncation_tolerance": MAX_COUNT})
 
 
 @dataclass

@@ -17,6 +17,7 @@ import av
 import numpy as np
 
 from vce_stream.errors import InputError
+from vce_stream.limits import MAX_FRAME_INDEX
 from vce_stream.sources.base import ResolutionGuard, SourceConfig, SourceStats, StreamBroken
 from vce_stream.sources.galar import read_galar_index
 from vce_stream.sources.parallel import ordered_map
@@ -32,6 +33,8 @@ def list_frame_files(folder: Path) -> list[tuple[int, Path]]:
         match = FRAME_NAME.match(entry.name)
         if match and entry.is_file():
             number = int(match.group(1))
+            if number > MAX_FRAME_INDEX:
+                raise InputError(f"{folder}: {entry.name}: frame number beyond {MAX_FRAME_INDEX:,}, not a frame index")
             if number in found:
                 raise InputError(f"{folder}: frame number {number} appears twice ({found[number].name}, {entry.name})")
             found[number] = Path(entry.path)
