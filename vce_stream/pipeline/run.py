@@ -118,7 +118,7 @@ def checked_probabilities(raw: object, frame_indices: np.ndarray, labels: Sequen
     NaN, infinities and values outside [0, 1] are never read as "nothing found": they stop the exam
     (`vce_stream.probabilities` holds the rule, shared with saved scores files).
     """
-    probs = np.asarray(raw, dtype=np.float32)
+    probs = np.array(raw, dtype=np.float32)  # a copy: a view would keep the engine's output buffer alive
     if probs.shape != (frame_indices.size, len(labels)):
         raise ScorerOutputError(f"the scorer returned {probs.shape} for {frame_indices.size} frames x {len(labels)} labels")
     try:
