@@ -33,7 +33,8 @@ pytest.importorskip("transformers")
 from vce_stream.cli import main  # noqa: E402
 from vce_stream.errors import InputError  # noqa: E402
 from vce_stream.model import hub_cache  # noqa: E402
-from vce_stream.model.backbone import arch_from_open_clip, encode_prompts, locate_open_clip  # noqa: E402
+from vce_stream.model.backbone import arch_from_open_clip, locate_open_clip  # noqa: E402
+from vce_stream.model.text import encode_prompts  # noqa: E402
 from vce_stream.model.classifier import build_classifier  # noqa: E402
 from vce_stream.model.config import ArchConfig  # noqa: E402
 from vce_stream.model.import_weights import import_weights, parse_size  # noqa: E402

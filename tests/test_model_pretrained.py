@@ -27,9 +27,9 @@ from timm.layers import resample_abs_pos_embed  # noqa: E402
 from vce_stream.errors import ConfigError, InputError  # noqa: E402
 from vce_stream.model.backbone import (  # noqa: E402
     arch_from_open_clip,
-    encode_prompts,
     locate_open_clip,
 )
+from vce_stream.model.text import encode_prompts  # noqa: E402
 from vce_stream.model.classifier import build_classifier  # noqa: E402
 from vce_stream.model.config import ArchConfig  # noqa: E402
 from vce_stream.model.diff_attention import convert_to_differential  # noqa: E402

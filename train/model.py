@@ -24,7 +24,8 @@ def load_text_embeddings(config: TrainConfig) -> torch.Tensor | None:
             raise InputError(f"{model_cfg.text_embeddings}: no 'text_embeddings' tensor")
         return tensors["text_embeddings"].float()
     if model_cfg.pretrained:
-        from vce_stream.model.backbone import encode_prompts, locate_open_clip
+        from vce_stream.model.backbone import locate_open_clip
+        from vce_stream.model.text import encode_prompts
         from vce_stream.model.heads import label_prompts
 
         return encode_prompts(locate_open_clip(model_cfg.pretrained), label_prompts(config.labels))

@@ -9,7 +9,7 @@ Pretrained weights come from an open_clip model directory (`open_clip_config.jso
 `*.safetensors` checkpoint, as open_clip's `local-dir:` schema reads it) or the Hugging Face hub
 (`hf-hub:` ids, for users with a network). Only the image tower is built here: BiomedCLIP's text
 tower (HF BiomedBERT) reads its configuration from the hub, so text embeddings are computed once, by
-`encode_prompts`, and stored in the bundle (offline when the directory carries the text model's files
+`vce_stream.model.text.encode_prompts`, and stored in the bundle (offline when the directory carries the text model's files
 in `text/`, see `vce_stream.model.text`). Pickle checkpoints (`.bin`, `.pth`) are refused here;
 `vce-stream import-weights` converts them with PyTorch's restricted loader. `hf-hub:` ids are looked up
 in the local hub cache first (and only there when HF_HUB_OFFLINE is set).
@@ -235,26 +235,3 @@ def load_visual_weights(tower: VisionTower, state: dict[str, torch.Tensor], wher
         )
     scale = state.get("logit_scale")
     return None if scale is None else scale.detach().reshape(())
-
-
-@torch.no_grad()
-def encode_prompts(checkpoint: OpenClipCheckpoint, prompts: list[str]) -> torch.Tensor:
-    """L2-normalised text embeddings (len(prompts), feature_dim) from the checkpoint's text tower.
-
-    Builds the whole open_clip model and its tokenizer. For a model whose text tower is a Hugging Face
-    model (BiomedCLIP's BiomedBERT) this needs `transformers` and the text model's config from the hub
-    or the local HF cache: run it once, where that is available, when creating a bundle. A local
-    directory with the text model's files in `text/` (`vce-stream import-weights`) needs no hub.
-    """
-    if checkpoint.directory is not None:
-        from vce_stream.model.text import TEXT_CONFIG_NAME, TEXT_DIR_NAME, TextEncoder
-
-        if (checkpoint.directory / TEXT_DIR_NAME / TEXT_CONFIG_NAME).is_file():
-            return torch.from_numpy(TextEncoder(checkpoint.directory).encode_texts(prompts))
-    import open_clip
-
-    name = checkpoint.source if checkpoint.directory is None else f"{LOCAL_DIR_PREFIX}{checkpoint.directory}"
-    model = open_clip.create_model(name, device="cpu")
-    tokenizer = open_clip.get_tokenizer(name)
-    model.eval()
-    return model.encode_text(tokenizer(prompts), normalize=True).float()

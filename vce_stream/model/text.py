@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
+from vce_stream.model.backbone import LOCAL_DIR_PREFIX, OpenClipCheckpoint, locate_open_clip
 from vce_stream.errors import InputError
 
 TEXT_DIR_NAME = "text"
@@ -117,8 +119,6 @@ class TextEncoder:
     """
 
     def __init__(self, model_dir: str | Path, text_dir: str | Path | None = None, *, device: str = "cpu") -> None:
-        from vce_stream.model.backbone import locate_open_clip
-
         self.checkpoint = locate_open_clip(Path(model_dir))
         self.config = text_tower_config(self.checkpoint.model_cfg, str(self.checkpoint.directory))
         self.text_dir = Path(text_dir) if text_dir is not None else Path(model_dir) / TEXT_DIR_NAME
@@ -264,3 +264,24 @@ def _require_transformers() -> None:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+@torch.no_grad()
+def encode_prompts(checkpoint: OpenClipCheckpoint, prompts: list[str]) -> torch.Tensor:
+    """L2-normalised text embeddings (len(prompts), feature_dim) from the checkpoint's text tower.
+
+    Builds the whole open_clip model and its tokenizer. For a model whose text tower is a Hugging Face
+    model (BiomedCLIP's BiomedBERT) this needs `transformers` and the text model's config from the hub
+    or the local HF cache: run it once, where that is available, when creating a bundle. A local
+    directory with the text model's files in `text/` (`vce-stream import-weights`) needs no hub.
+    """
+    if checkpoint.directory is not None:
+        if (checkpoint.directory / TEXT_DIR_NAME / TEXT_CONFIG_NAME).is_file():
+            return torch.from_numpy(TextEncoder(checkpoint.directory).encode_texts(prompts))
+    import open_clip
+
+    name = checkpoint.source if checkpoint.directory is None else f"{LOCAL_DIR_PREFIX}{checkpoint.directory}"
+    model = open_clip.create_model(name, device="cpu")
+    tokenizer = open_clip.get_tokenizer(name)
+    model.eval()
+    return model.encode_text(tokenizer(prompts), normalize=True).float()
