@@ -95,7 +95,7 @@ def locate_open_clip(source: str | Path) -> OpenClipCheckpoint:
     config_path = directory / OPEN_CLIP_CONFIG
     if not config_path.is_file():
         raise InputError(f"{config_path}: file not found (an open_clip model directory needs it)")
-    config = _read_open_clip_config(config_path)
+    config = read_open_clip_config(config_path)
     return OpenClipCheckpoint(
         source=text,
         model_cfg=config["model_cfg"],
@@ -105,8 +105,15 @@ def locate_open_clip(source: str | Path) -> OpenClipCheckpoint:
     )
 
 
-def _read_open_clip_config(path: Path) -> dict[str, Any]:
+# An open_clip config is a few kB; anything larger is not one (and is not read whole).
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def read_open_clip_config(path: Path) -> dict[str, Any]:
+    """An open_clip config (bounded size, JSON, a `model_cfg` mapping); anything else is an InputError."""
     try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise InputError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes: not an open_clip config")
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"{path}: not a readable JSON file ({exc})") from None
@@ -157,7 +164,7 @@ def _locate_hub(source: str) -> OpenClipCheckpoint:
             f"{source}: the cached hub repository has no safetensors checkpoint, only pickle files, which "
             f"are refused; convert it once with `vce-stream import-weights {source} --out DIR` and use DIR"
         )
-    config = _read_open_clip_config(config_path)
+    config = read_open_clip_config(config_path)
     return OpenClipCheckpoint(source, config["model_cfg"], config.get("preprocess_cfg", {}), weights, None)
 
 
@@ -166,7 +173,7 @@ def _download_hub(source: str) -> OpenClipCheckpoint:  # pragma: no cover - need
     from open_clip.pretrained import download_pretrained_from_hf
 
     model_id = source.removeprefix(HF_HUB_PREFIX)
-    config = _read_open_clip_config(Path(hf_hub_download(model_id, OPEN_CLIP_CONFIG)))
+    config = read_open_clip_config(Path(hf_hub_download(model_id, OPEN_CLIP_CONFIG)))
     weights = Path(download_pretrained_from_hf(model_id))  # prefers a safetensors alternative
     if weights.suffix != ".safetensors":
         raise InputError(

@@ -37,6 +37,7 @@ from vce_stream import __version__
 from vce_stream.atomic import atomic_directory, check_replaceable
 from vce_stream.errors import InputError
 from vce_stream.model import hub_cache
+from vce_stream.model.backbone import read_open_clip_config
 from vce_stream.model.text import (
     POSITION_IDS,
     TEXT_CONFIG_NAME,
@@ -54,7 +55,6 @@ CONFIG_NAME = "open_clip_config.json"
 PICKLE_NAMES = ("open_clip_pytorch_model.bin", "open_clip_model.bin", "pytorch_model.bin", "open_clip_model.pth")
 PICKLE_SUFFIXES = (".bin", ".pth", ".pt")
 DEFAULT_MAX_SIZE = 4 << 30  # BiomedCLIP's checkpoint is 784 MB
-MAX_CONFIG_BYTES = 1 << 20
 MAX_TEXT_FILE_BYTES = 64 << 20  # tokenizer.json of large vocabularies is a few MB
 TOP_LEVEL_KEYS = ("logit_scale", "logit_bias")
 _HASH_CHUNK = 1 << 20
@@ -139,7 +139,7 @@ def _find_text_dir(
     if (local / TEXT_CONFIG_NAME).is_file() and local.resolve().is_relative_to(root.resolve()):
         check_text_dir(local)
         return local, root, str(local)
-    text_cfg = read_config(config_path)["model_cfg"].get("text_cfg")
+    text_cfg = read_open_clip_config(config_path)["model_cfg"].get("text_cfg")
     name = text_cfg.get("hf_model_name") if isinstance(text_cfg, dict) else None
     if isinstance(name, str) and re.match(r"^[\w.-]+/[\w.-]+$", name):
         found = hub_cache.cached_file(name, TEXT_CONFIG_NAME)
@@ -147,19 +147,6 @@ def _find_text_dir(
             check_text_dir(found.parent)
             return found.parent, hub_cache.repo_folder(name), f"hf-hub:{name} (local hub cache)"
     return None, None, ""
-
-
-def read_config(path: Path) -> dict[str, Any]:
-    """An open_clip config (bounded size, JSON, a `model_cfg` mapping)."""
-    try:
-        if path.stat().st_size > MAX_CONFIG_BYTES:
-            raise InputError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes: not an open_clip config")
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: not a readable JSON file ({exc})") from None
-    if not isinstance(config, dict) or not isinstance(config.get("model_cfg"), dict):
-        raise InputError(f"{path}: no 'model_cfg' mapping: not an open_clip config")
-    return config
 
 
 # --- reading the pickle ---------------------------------------------------------------------------
@@ -269,7 +256,7 @@ def import_weights(
     source = resolve_source(src, config, text_dir)
     out_path = Path(out)
     _check_out(out_path, source, force)
-    open_clip_config = read_config(source.config)
+    open_clip_config = read_open_clip_config(source.config)
     model_cfg = open_clip_config["model_cfg"]
     state = read_pickle_checkpoint(source.checkpoint, max_size)
     checked = check_state(state, model_cfg, source.text_dir, str(source.checkpoint))
