@@ -99,3 +99,18 @@ def test_findings_from_a_few_shot_prototype_are_events_in_a_file_of_their_own(bu
 def test_findings_need_a_bundle_with_prototypes(bundle, exam, tmp_path, capsys):
     code, err = cli(["run", exam, "--model", bundle, "--out", tmp_path / "e.json", "--findings", tmp_path / "f.json", "--quiet"], capsys)
     assert code == 2 and "no prototype findings" in err
+
+
+def test_a_video_report_shows_times_and_a_frame_folder_report_frame_indices_only(bundle, exam, tmp_path, capsys):
+    from vce_stream.synthetic import SyntheticConfig, make_exam
+
+    folder = tmp_path / "frames"
+    make_exam(folder, SyntheticConfig(frames=100, width=64, height=64, seed=6), gt_path=tmp_path / "f.gt.json")
+    pages = {}
+    for name, source in (("video", exam), ("folder", folder)):
+        pages[name] = tmp_path / f"{name}.html"
+        code, err = cli(["run", source, "--model", bundle, "--out", tmp_path / f"{name}.json", "--report", pages[name], "--quiet"], capsys)
+        assert code == 0, err
+    video, folder = (pages[k].read_text(encoding="utf-8") for k in ("video", "folder"))
+    assert "times from the source's timestamps" in video and "<b>frame indices only</b>" not in video
+    assert "<b>frame indices only</b>" in folder

@@ -67,7 +67,7 @@ class ReportSink(Sink):
             damaged=outcome.damaged,
             missing=outcome.missing,
             untimed=outcome.untimed,
-            fps=exam.fps,
+            fps=exam.fps if outcome.untimed == 0 else None,  # frames without timestamps: frame indices only
             frame_offset=exam.frame_offset,
             bundle=self.bundle,
             engine=self.engine,

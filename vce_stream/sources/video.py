@@ -375,5 +375,11 @@ class VideoSource:
             f"{last + self.config.frame_offset}{why}"
         )
 
+    @property
+    def frame_rate(self) -> float | None:
+        """Frames per second of the index basis (frame index = seconds x this, before the offset), for
+        showing times; None when the stream states no rate."""
+        return float(self.rate) if self.rate else None
+
     def close(self) -> None:
         self._container.close()
