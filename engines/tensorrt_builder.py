@@ -144,8 +144,9 @@ def export_for_engine(
     out_dir: Path,
 ) -> torch.export.ExportedProgram:  # fmt: skip
     """The program TensorRT compiles: `model` lowered to `precision` (fp32 islands), exported with the
-    dynamic batch; its precision report is checked and written to `out_dir / PRECISION_REPORT`."""
-    program = export_program(low_precision_model(model, precision), profile, image_size, device)
+    dynamic batch and two outputs (probabilities, unit image features: one pass serves `run
+    --save-embeddings`); its precision report is checked and written to `out_dir / PRECISION_REPORT`."""
+    program = export_program(low_precision_model(model, precision, with_features=True), profile, image_size, device)
     report = precision_report(program)
     problems = report_problems(report, precision)
     if problems:

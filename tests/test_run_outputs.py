@@ -114,3 +114,44 @@ def test_a_video_report_shows_times_and_a_frame_folder_report_frame_indices_only
     video, folder = (pages[k].read_text(encoding="utf-8") for k in ("video", "folder"))
     assert "times from the source's timestamps" in video and "<b>frame indices only</b>" not in video
     assert "<b>frame indices only</b>" in folder
+
+
+def test_a_finding_from_a_folder_of_example_images(bundle, exam, tmp_path, capsys):
+    """`prototypes add --examples-dir`: example images scored by the bundle's own model, calibrated
+    against an exam's embeddings; frames of the exam that are those very images come back as events."""
+    import json
+    import shutil
+
+    import av
+
+    own = tmp_path / "bundle"
+    shutil.copytree(bundle, own)
+    emb = tmp_path / "exam.emb"
+    code, err = cli(["run", exam, "--model", own, "--out", tmp_path / "first.json", "--save-embeddings", emb, "--quiet"], capsys)
+    assert code == 0, err
+    examples = tmp_path / "examples"
+    examples.mkdir()
+    with av.open(str(exam)) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            if 60 <= i < 65:
+                frame.to_image().save(examples / f"example_{i}.png")
+            if i >= 65:
+                break
+    # The background: an exam without the finding (here: this exam's frames from 120 on, as their own file).
+    from vce_stream.embeddings.store import EmbeddingWriter, read_embeddings
+
+    full = read_embeddings(emb)
+    later = full.frame_indices >= 120
+    background = tmp_path / "background.emb"
+    writer = EmbeddingWriter(background, full.dim, full.bundle_hash, "background")
+    writer.push(np.asarray(full.frame_indices)[later], np.asarray(full.vectors, dtype=np.float32)[later])
+    writer.close()
+    code, err = cli(["prototypes", "add", own, "--label", "from images", "--examples-dir", examples, "--background", background], capsys)
+    assert code == 0, err
+    findings = tmp_path / "findings.json"
+    code, err = cli(["run", exam, "--model", own, "--out", tmp_path / "events.json", "--findings", findings, "--quiet"], capsys)
+    assert code == 0, err
+    spans = [(e["start"], e["end"]) for e in json.loads(findings.read_text())["findings"] if e["label"] == "from images"]
+    assert any(start <= 62 <= end for start, end in spans), spans
+    code, err = cli(["prototypes", "add", own, "--label", "x", "--examples-dir", examples], capsys)
+    assert code == 2 and "needs --background" in err

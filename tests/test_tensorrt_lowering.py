@@ -137,9 +137,28 @@ def test_torch_tensorrt_own_lowering_passes_accept_the_low_precision_dynamic_pro
         assert entry["symint_nodes"] >= 1  # still a dynamic batch after lowering
         assert entry["max_diff_vs_exported"] == 0.0
         assert report_problems(precision_report_from(entry["report"]), precision) == []
+    assert result["fp16_with_features"] == {"outputs": 2, "max_diff_vs_exported": 0.0}  # the engine's two outputs
 
 
 def precision_report_from(data: dict):
     from vce_stream.engine.low_precision import PrecisionReport
 
     return PrecisionReport(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
+def test_the_engine_program_returns_probabilities_and_unit_features_from_one_pass(tmp_path, precision):
+    """What TensorRT compiles has two fp32 outputs, the same pair the PyTorch model gives
+    (`forward_with_features`), so a TensorRT engine serves `run --save-embeddings` too."""
+    bundle = load_bundle(create_random_bundle(tmp_path / "tiny", "tiny", seed=0))
+    model = bundle.build_frame_model("cpu")
+    program = tensorrt_builder.export_for_engine(model, precision, PROFILE, 32, "cpu", tmp_path)
+    frames = _frames(5)
+    with torch.no_grad():
+        probs, features = program.module()(frames)
+        ref_probs, ref_features = model.forward_with_features(frames)
+    assert probs.dtype == features.dtype == torch.float32
+    assert features.shape == (5, bundle.arch.feature_dim)
+    torch.testing.assert_close(features.norm(dim=1), torch.ones(5), atol=1e-5, rtol=0)
+    tolerance = {"fp32": 1e-5, "fp16": 2e-2, "bf16": 5e-2}[precision]
+    assert (probs - ref_probs).abs().max() <= tolerance and (features - ref_features).abs().max() <= tolerance

@@ -153,6 +153,18 @@ def main(root: str) -> None:
         entry["report"] = precision_report(lowered).as_dict()
         entry["symint_nodes"] = sum(type(n.meta.get("val")).__name__ == "SymInt" for n in lowered.graph.nodes)
         result[precision] = entry
+
+    # The program an engine is built from: two outputs (probabilities, unit features), fp16.
+    both = tensorrt_builder.export_program(low_precision_model(model, "fp16", with_features=True), profile, size)
+    kwargs = tensorrt_builder.settings_for("fp16", profile, size, "t").compile_kwargs(
+        types.SimpleNamespace(Input=lambda **kw: kw), torch.device("cuda:0"))  # fmt: skip
+    lowered = lower(passes, decompositions, settings_module, both, {k: v for k, v in kwargs.items() if k not in ("inputs", "device")})
+    with torch.no_grad():
+        mine, theirs = lowered(frames), both.module()(frames)
+    result["fp16_with_features"] = {
+        "outputs": len(mine),
+        "max_diff_vs_exported": max(float((a - b).abs().max()) for a, b in zip(mine, theirs)),
+    }
     print(json.dumps(result))
 
 

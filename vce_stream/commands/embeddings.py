@@ -114,20 +114,33 @@ def prototypes() -> None:
 @prototypes.command("add")
 @click.argument("bundle_path", metavar="BUNDLE", type=click.Path(path_type=Path))
 @click.option("--label", required=True, help="The new finding's name (not one of the bundle's labels).")
-@click.option("--examples", required=True,
+@click.option("--examples",
               help="Comma-separated EMB:INDEX example frames (embeddings files scored by this bundle).")
+@click.option("--examples-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="A folder of example images (.png/.jpg) instead, scored by the bundle's model; needs --background.")
+@click.option("--background", "background_emb", type=click.Path(dir_okay=False, path_type=Path),
+              help="With --examples-dir: an exam's embeddings file (this bundle) to calibrate the threshold against.")
 @click.option("--background-gap", type=click.IntRange(min=0), default=50, show_default=True,
               help="Frames of the example exams farther than this from every example are background.")
-def prototypes_add(bundle_path, label, examples, background_gap) -> None:
-    """Add a finding from a handful of example frames; its threshold is calibrated on the exams' background."""
+def prototypes_add(bundle_path, label, examples, examples_dir, background_emb, background_gap) -> None:
+    """Add a finding from a handful of example frames (EMB:INDEX, or a folder of images); its threshold
+    is calibrated on the exams' background."""
     from vce_stream.model import prototypes as P
     from vce_stream.model.bundle import load_bundle
 
+    if (examples is None) == (examples_dir is None):
+        raise InputError("give the examples as --examples EMB:INDEX,... or as --examples-dir FOLDER (one of them)")
     bundle = load_bundle(bundle_path)
-    refs = [r for r in (part.strip() for part in examples.split(",")) if r]
-    if not refs:
-        raise InputError("--examples is empty: give EMB:INDEX frames, comma-separated")
-    feats, background, names = P.gather_examples(refs, bundle.content_hash, bundle.arch.feature_dim, background_gap)
+    if examples_dir is not None:
+        if background_emb is None:
+            raise InputError("--examples-dir needs --background EMB: an exam's embeddings file to calibrate the threshold against")
+        feats, names = P.image_examples(examples_dir, bundle)
+        background = P.background_features(background_emb, bundle.content_hash, bundle.arch.feature_dim)
+    else:
+        refs = [r for r in (part.strip() for part in examples.split(",")) if r]
+        if not refs:
+            raise InputError("--examples is empty: give EMB:INDEX frames, comma-separated")
+        feats, background, names = P.gather_examples(refs, bundle.content_hash, bundle.arch.feature_dim, background_gap)
     proto = P.build_prototype(label, feats, background, names)
     result = P.add_prototype(bundle.path, proto)
     note = "" if proto.separable else " (WARNING: the examples do not separate from the background; threshold at its 99.9th percentile)"

@@ -125,17 +125,26 @@ class IslandAttention(nn.Module):
 
 
 class LowPrecisionFrameModel(nn.Module):
-    """uint8 frames -> fp32 probabilities, with the classifier in `dtype` and the fp32 islands above."""
+    """uint8 frames -> fp32 probabilities, with the classifier in `dtype` and the fp32 islands above.
 
-    def __init__(self, frame_model: nn.Module, dtype: torch.dtype) -> None:
+    with_features: return (probabilities, unit image features) from the one pass, both fp32, as
+    `FrameProbabilityModel.forward_with_features` does (the engine's second output, for embeddings).
+    """
+
+    def __init__(self, frame_model: nn.Module, dtype: torch.dtype, *, with_features: bool = False) -> None:
         super().__init__()
         self.dtype = dtype
+        self.with_features = with_features
         self.normalize = copy.deepcopy(frame_model.normalize).float()
         self.classifier = lower_module(frame_model.classifier, dtype)
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+    def forward(self, frames: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         images = self.normalize(frames).to(self.dtype)  # normalised in fp32, then one cast
-        return torch.sigmoid(self.classifier(images).logits.float())
+        if not self.with_features:
+            return torch.sigmoid(self.classifier(images).logits.float())
+        features = self.classifier.visual(images)
+        probs = torch.sigmoid(self.classifier.heads(features).logits.float())
+        return probs, torch.nn.functional.normalize(features.float(), dim=-1)  # normalised in fp32
 
 
 def lower_module(module: nn.Module, dtype: torch.dtype) -> nn.Module:
@@ -158,14 +167,19 @@ def lower_module(module: nn.Module, dtype: torch.dtype) -> nn.Module:
     return lowered
 
 
-def low_precision_model(frame_model: nn.Module, precision: str) -> nn.Module:
-    """The engine-export version of a `FrameProbabilityModel` in `precision` ("fp32": unchanged)."""
+def low_precision_model(frame_model: nn.Module, precision: str, *, with_features: bool = False) -> nn.Module:
+    """The engine-export version of a `FrameProbabilityModel` in `precision` ("fp32": the model itself,
+    or a shallow copy that also returns the image features when `with_features`)."""
     if precision == "fp32":
-        return frame_model
+        if not with_features:
+            return frame_model
+        both = copy.copy(frame_model)  # shares the weights; only the output flag differs
+        both.with_features = True
+        return both
     if precision not in LOW_PRECISION_DTYPES:
         raise ValueError(f"low-precision models are {tuple(LOW_PRECISION_DTYPES)}, not {precision!r}")
     device = next(frame_model.parameters()).device
-    return LowPrecisionFrameModel(frame_model, LOW_PRECISION_DTYPES[precision]).to(device).eval()
+    return LowPrecisionFrameModel(frame_model, LOW_PRECISION_DTYPES[precision], with_features=with_features).to(device).eval()
 
 
 # --- what the exported graph says ------------------------------------------------------------------

@@ -169,6 +169,49 @@ def gather_examples(
     return np.concatenate(examples), back, names
 
 
+# At most this many example images are read from a folder (a few-shot finding needs a handful).
+MAX_IMAGE_EXAMPLES = 1_000
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def image_examples(folder: str | Path, bundle: Any) -> tuple[np.ndarray, list[str]]:
+    """(unit features (k, D), names) of the images in `folder` (png/jpg, sorted by name), each prepared
+    exactly as the pipeline prepares frames and scored by the bundle's own model (one pass each)."""
+    import torch
+
+    from vce_stream.sources.preprocess import read_image
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise InputError(f"{root}: not a folder of example images")
+    paths = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not paths:
+        raise InputError(f"{root}: no example images (.png, .jpg)")
+    if len(paths) > MAX_IMAGE_EXAMPLES:
+        raise InputError(f"{root}: {len(paths)} images; a few-shot finding takes at most {MAX_IMAGE_EXAMPLES}")
+    frames = torch.from_numpy(np.stack([read_image(p, bundle.preprocess) for p in paths]))
+    model = bundle.build_frame_model("cpu")
+    with torch.inference_mode():
+        _, features = model.forward_with_features(frames)
+    return features.float().numpy(), [p.name for p in paths]
+
+
+def background_features(path: str | Path, bundle_hash: str, dim: int) -> np.ndarray:
+    """An even sample (at most MAX_BACKGROUND) of an exam's frames from its embeddings file, which must
+    come from the bundle: the background a folder of example images is calibrated against."""
+    from vce_stream.embeddings.store import read_embeddings
+
+    emb = read_embeddings(path)
+    if emb.bundle_hash != bundle_hash or emb.dim != dim:
+        raise InputError(f"{path}: these embeddings come from another bundle or feature size; score the exam with this bundle first")
+    keep = np.arange(len(emb))
+    if len(keep) > MAX_BACKGROUND:
+        keep = keep[np.linspace(0, len(keep) - 1, MAX_BACKGROUND).astype(int)]
+    if len(keep) == 0:
+        raise InputError(f"{path}: no frames to calibrate against")
+    return np.asarray(emb.vectors[keep], dtype=np.float32)
+
+
 # --- storage in the bundle ------------------------------------------------------------------------
 
 

@@ -190,7 +190,7 @@ def stream_exam(
     with_features = any(sink.wants_features for sink in sinks)
     if with_features and not isinstance(scorer, FeatureScorer):
         source.close()
-        raise ConfigError(f"this engine ({type(scorer).__name__}) does not return image features; use --backend torch or onnxruntime for --save-embeddings")
+        raise ConfigError(f"this engine ({type(scorer).__name__}) does not return image features, which --save-embeddings and --findings need")
     post = options.postprocess
     video_id = options.video_id or source.video_id
     stage = EventStage(labels, post)

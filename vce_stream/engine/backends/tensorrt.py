@@ -53,16 +53,33 @@ class TensorRTScorer:
         self.labels = tuple(labels)
         self.profile = profile
 
-    def _run(self, frames: torch.Tensor) -> np.ndarray:
+    def _outputs(self, frames: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The engine's outputs: (probabilities, features) for engines built with both, else (probabilities,)."""
         with torch.inference_mode():
-            probs = self.module(frames.to(self.device, non_blocking=True))
-        return probs.float().cpu().numpy()
+            out = self.module(frames.to(self.device, non_blocking=True))
+        return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+
+    def _run(self, frames: torch.Tensor) -> np.ndarray:
+        return self._outputs(frames)[0].float().cpu().numpy()
 
     def score(self, frames: torch.Tensor) -> np.ndarray:
         check_frames(frames)
         if frames.shape[0] == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         return run_in_profile(frames, self.profile, self._run)
+
+    def score_with_features(self, frames: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Both outputs of the engine (probabilities, unit features) from its one pass."""
+        check_frames(frames)
+
+        def both(batch: torch.Tensor) -> np.ndarray:
+            outputs = self._outputs(batch)
+            if len(outputs) < 2:
+                raise VceError("this TensorRT engine was built without the image-feature output; rebuild it with `vce-stream build-engine`")
+            return torch.cat([outputs[0].float(), outputs[1].float()], dim=1).cpu().numpy()
+
+        joined = run_in_profile(frames, self.profile, both)
+        return joined[:, : len(self.labels)], joined[:, len(self.labels) :]
 
 
 def _run_device(device: torch.device) -> torch.device:
