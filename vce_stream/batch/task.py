@@ -122,14 +122,10 @@ def exam_extra_sinks(task: ExamTask, bundle: Any) -> list:
     """The per-exam outputs a worker writes itself: the review page and the embeddings file."""
     sinks: list = []
     if task.report:
-        from vce_stream.report.thumbnails import KeyFrameSettings
         from vce_stream.sinks.report import ReportSink
 
-        post = task.options.postprocess
-        sinks.append(ReportSink(
-            task.report, KeyFrameSettings(), bundle=task.bundle, engine=f"{task.backend} on {task.device}",
-            thresholds=dict(zip(bundle.labels, post.thresholds_for(len(bundle.labels)))),
-        ))  # fmt: skip
+        engine = f"{task.backend} on {task.device}"
+        sinks.append(ReportSink.for_settings(task.report, bundle.labels, task.options.postprocess, bundle=task.bundle, engine=engine))
     if task.embeddings:
         from vce_stream.sinks.embeddings import EmbeddingsSink
 

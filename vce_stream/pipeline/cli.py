@@ -161,16 +161,9 @@ def pipeline_from_command_line(
 
 def report_sink(path: str, top: int, bundle_path: str, labels: tuple[str, ...], post: PostprocessConfig):
     """The `--report` sink, stating the bundle, thresholds and decoding the events came from."""
-    from vce_stream.report.thumbnails import KeyFrameSettings
     from vce_stream.sinks.report import ReportSink
 
-    decoding = "metric-aware decoding (see the bundle's postprocess.decoding)" if post.decoding.enabled else (
-        f"SPEC §6 filter: median window {post.temporal.window}, gap {post.temporal.gap}, minimum length {post.temporal.min_len}"
-    )  # fmt: skip
-    return ReportSink(
-        path, KeyFrameSettings(top_n=top), bundle=str(bundle_path),
-        thresholds=dict(zip(labels, post.thresholds_for(len(labels)))), decoding=decoding,
-    )  # fmt: skip
+    return ReportSink.for_settings(path, labels, post, bundle=str(bundle_path), top=top)
 
 
 def findings_sink(path: str, bundle, post: PostprocessConfig):

@@ -12,6 +12,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from vce_stream.postprocess.config import PostprocessConfig
 from vce_stream.report.cli import anatomy_path_of
 from vce_stream.report.page import ReportFacts, render_report
 from vce_stream.report.thumbnails import KeyFrameCollector, KeyFrameSettings
@@ -43,6 +44,19 @@ class ReportSink(Sink):
         self.bundle, self.engine, self.thresholds, self.decoding = bundle, engine, thresholds, decoding
         self._exam: ExamStart | None = None
         self._collector: KeyFrameCollector | None = None
+
+    @classmethod
+    def for_settings(
+        cls, path: str | os.PathLike[str], labels: Sequence[str], post: PostprocessConfig, *,
+        bundle: str, engine: str | None = None, top: int = KeyFrameSettings().top_n,
+    ) -> ReportSink:  # fmt: skip
+        """The report of a run that decides events with `post`: the page states its thresholds and
+        decoding (`run --report` and `batch --report` both build it here)."""
+        decoding = "metric-aware decoding (see the bundle's postprocess.decoding)" if post.decoding.enabled else (
+            f"SPEC §6 filter: median window {post.temporal.window}, gap {post.temporal.gap}, minimum length {post.temporal.min_len}"
+        )  # fmt: skip
+        thresholds = dict(zip(labels, post.thresholds_for(len(labels))))
+        return cls(path, KeyFrameSettings(top_n=top), bundle=bundle, engine=engine, thresholds=thresholds, decoding=decoding)
 
     def targets(self) -> Sequence[Path]:
         return (self.path,)
