@@ -122,8 +122,8 @@ def plain_cv2(folder: Path) -> int:
 
     count = 0
     for path in sorted(folder.glob("frame_*.png")):
-        rgb = cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_UNCHANGED), cv2.COLOR_BGR2RGB)
-        prepare_frame(av.VideoFrame.from_ndarray(rgb, format="rgb24"), CFG)
+        bgr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)  # swscale reorders the channels as it scales
+        prepare_frame(av.VideoFrame.from_ndarray(bgr, format="bgr24"), CFG)
         count += 1
     return count
 
@@ -182,8 +182,8 @@ def check_same_pixels(folder: Path) -> bool:
     import cv2
 
     path = sorted(folder.glob("frame_*.png"))[0]
-    rgb = cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_UNCHANGED), cv2.COLOR_BGR2RGB)
-    via_cv2 = prepare_frame(av.VideoFrame.from_ndarray(rgb, format="rgb24"), CFG)
+    bgr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    via_cv2 = prepare_frame(av.VideoFrame.from_ndarray(bgr, format="bgr24"), CFG)
     via_pyav = prepare_frame(open_image_pyav(path), CFG)
     pool = BatchPool(1, 1, CFG.size)
     with BatchReader(open_source(folder, SourceConfig(workers=2)), pool, CFG) as reader:

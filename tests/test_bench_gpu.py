@@ -18,8 +18,10 @@ def test_bench_gpu_cpu_smoke_writes_every_step(tmp_path):
     results = bench.main(["--cpu-smoke", "--out", str(tmp_path / "b.json")])
     written = json.loads((tmp_path / "b.json").read_text())
     assert written["mode"] == "cpu-smoke"
-    for step in ("eager", "tensorrt", "run_h264", "run_png"):
+    for step in ("setup", "eager", "compiled", "tensorrt", "run_h264", "run_png"):
         assert written[step]["ok"], written[step].get("error")
     assert written["eager"]["result"]["fp32_b4"] > 0
     assert written["run_png"]["result"]["frames"] == 48 and written["run_h264"]["result"]["frames_per_s"] > 0
+    for step in ("run_h264", "run_png"):  # the run's own summary line was found and read
+        assert written[step]["result"]["stream_frames"] == 48 and written[step]["result"]["stream_frames_per_s"] > 0
     assert results["tensorrt"]["ok"]

@@ -56,3 +56,23 @@ def test_cuda_overlap_matches_direct_scoring():
     results = _run(OverlappedScorer(model, "cuda"), batches)
     for k, (_, probs) in enumerate(results):
         np.testing.assert_allclose(probs, model(batches[k].cuda()).cpu().numpy(), rtol=1e-6)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_overlap_uploads_pinned_batches_in_place_and_matches_direct_scoring():
+    g = torch.Generator().manual_seed(1)
+    batches = [torch.randint(0, 256, (n, 8, 8, 3), dtype=torch.uint8, generator=g).pin_memory() for n in (4, 4, 2, 3)]
+    expected = [MeanColour()(b).numpy() for b in batches]
+    scorer = OverlappedScorer(MeanColour().cuda(), "cuda")
+    results = []
+    for k, batch in enumerate(batches):
+        done = scorer.submit(batch, k)
+        if done is not None:
+            results.append(done)
+            batches[done[0]].fill_(0)  # the pipeline reuses a buffer as soon as its result is back
+    results.append(scorer.drain())
+    assert scorer._pinned == [None, None]  # no staging buffer was needed
+    assert [k for k, _ in results] == [0, 1, 2, 3]
+    for k, probs in results:
+        np.testing.assert_allclose(probs, expected[k], rtol=1e-6)

@@ -150,7 +150,7 @@ TINY_OPEN_CLIP = {
 def open_clip_dir(tmp_path_factory):
     """A BiomedCLIP-shaped open_clip model (timm ViT image tower, linear projection) with random
     weights, written in open_clip's local-dir layout by open_clip itself."""
-    import open_clip
+    open_clip = pytest.importorskip("open_clip", reason="open_clip writes the model directory these tests read")
     from safetensors.torch import save_file
 
     directory = tmp_path_factory.mktemp("open_clip_model")

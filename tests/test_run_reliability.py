@@ -173,3 +173,42 @@ def test_sigterm_keeps_the_decided_events_like_sigint_and_exits_143(bundle, exam
     assert b"terminated" in rest
     block = json.loads(out.read_text())["vce_stream"]
     assert block["incomplete"] and block["frames"] > 0
+
+
+def _workers_die_after(monkeypatch, frames: int) -> None:
+    """Every frame prepared after the first `frames` raises MemoryError (simulated)."""
+    import threading
+
+    import vce_stream.pipeline.reader as reader_module
+
+    real, lock, calls = reader_module.prepare_frame, threading.Lock(), 0
+
+    def dies(frame, cfg, *args, **kwargs):
+        nonlocal calls
+        with lock:
+            calls += 1
+            failing = calls > frames
+        if failing:
+            raise MemoryError("simulated: the worker ran out of memory")
+        return real(frame, cfg, *args, **kwargs)
+
+    monkeypatch.setattr(reader_module, "prepare_frame", dies)
+
+
+def test_a_decode_worker_that_dies_on_the_first_frame_exits_2_and_writes_nothing_simulated(bundle, exams, tmp_path, capsys, monkeypatch):
+    _workers_die_after(monkeypatch, 0)
+    out = tmp_path / "events.json"
+    code, err = cli(["run", exams["folder"], "--model", bundle, "--out", out, "--workers", 2, "--quiet"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert ": frame 0: the decode worker failed (MemoryError: simulated" in err and not out.exists()
+
+
+def test_a_decode_worker_that_dies_mid_exam_exits_3_naming_the_frame_and_keeps_the_events_simulated(bundle, exams, tmp_path, capsys, monkeypatch):
+    _workers_die_after(monkeypatch, 50)
+    out = tmp_path / "events.json"
+    code, err = cli(["run", exams["folder"], "--model", bundle, "--out", out, "--workers", 2, "--quiet"], capsys)
+    assert code == 3 and err.count("\n") == 1 and "Traceback" not in err
+    assert "the decode worker failed (MemoryError: simulated: the worker ran out of memory)" in err
+    named = int(err.split(": frame ")[1].split(":")[0])
+    block = json.loads(out.read_text())["vce_stream"]
+    assert block["incomplete"] and block["stopped_at_frame"] == named and 0 < named <= 50  # the first frame not scored

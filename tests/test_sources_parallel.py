@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from pathlib import Path
@@ -17,7 +18,8 @@ from vce_stream.errors import InputError
 from vce_stream.pipeline.batches import BatchPool
 from vce_stream.pipeline.reader import BatchReader
 from vce_stream.sources import SourceConfig, StreamBroken, open_source
-from vce_stream.sources.parallel import in_flight_bound, ordered_map
+from vce_stream.sources import parallel
+from vce_stream.sources.parallel import PROBE_ITEMS, in_flight_bound, ordered_map
 from vce_stream.sources.preprocess import PreprocessConfig, prepare_frame
 
 CFG = PreprocessConfig(size=32)
@@ -34,8 +36,9 @@ class Boom(Exception):
     fail_at=st.one_of(st.none(), st.integers(0, 45)),
     break_at=st.one_of(st.none(), st.integers(0, 45)),
     delays=st.lists(st.sampled_from([0.0, 0.0, 0.001, 0.003]), min_size=46, max_size=46),
+    inline_below=st.sampled_from([0.0, None, 1.0]),  # always the pool, measured, always inline after the probe
 )
-def test_ordered_map_gives_the_sequential_results_and_the_first_error_in_order(n, workers, fail_at, break_at, delays):
+def test_ordered_map_gives_the_sequential_results_and_the_first_error_in_order(n, workers, fail_at, break_at, delays, inline_below):
     def items():
         for i in range(n):
             if i == break_at:
@@ -50,7 +53,7 @@ def test_ordered_map_gives_the_sequential_results_and_the_first_error_in_order(n
 
     got, error = [], None
     try:
-        for value in ordered_map(fn, items(), workers):
+        for value in ordered_map(fn, items(), workers, inline_below=inline_below):
             got.append(value)
     except Boom as exc:
         error = str(exc)
@@ -74,11 +77,48 @@ def test_ordered_map_keeps_at_most_two_per_worker_in_flight(workers):
                 worst = max(worst, pulled - yielded)
             yield i
 
-    for _ in ordered_map(lambda i: i, items(), workers):
+    for _ in ordered_map(lambda i: i, items(), workers, inline_below=0.0):
         time.sleep(0.001)  # a slow consumer: the pool must wait for it, not run ahead
         with lock:
             yielded += 1
     assert worst <= in_flight_bound(workers) == 2 * workers
+
+
+@pytest.fixture
+def pool_always(monkeypatch):
+    """Tiny test frames cost a few µs, which the measured choice keeps in the caller's thread: these tests
+    are about the pool, so it is used whatever the cost."""
+    monkeypatch.setattr(parallel, "INLINE_BELOW_SECONDS", 0.0)
+
+
+def _threads_used(fn, items: int, workers: int) -> list[str]:
+    names: list[str] = []
+
+    def recorded(i):
+        fn(i)
+        names.append(threading.current_thread().name)
+        return i
+
+    assert list(ordered_map(recorded, range(items), workers)) == list(range(items))
+    return names
+
+
+def test_cheap_items_stay_in_the_callers_thread_after_the_probe():
+    # a few µs an item, far under INLINE_BELOW_SECONDS: a pool would cost more than it gains
+    names = _threads_used(lambda i: i * i, 40, workers=2)
+    assert set(names) == {threading.current_thread().name}
+
+
+def test_costly_items_go_to_the_pool_after_the_probe():
+    # 5 ms an item (the order of a PNG frame decoded and prepared), far over INLINE_BELOW_SECONDS
+    names = _threads_used(lambda i: time.sleep(0.005), 24, workers=2)
+    assert set(names[:PROBE_ITEMS]) == {threading.current_thread().name}
+    assert all(name.startswith("vce-work") for name in names[PROBE_ITEMS:])
+
+
+def test_one_worker_never_starts_a_pool_whatever_the_cost():
+    names = _threads_used(lambda i: time.sleep(0.002), 12, workers=1)
+    assert set(names) == {threading.current_thread().name}
 
 
 def _folder(tmp_path: Path) -> Path:
@@ -106,6 +146,7 @@ def _run(source, transform):
     return got, error
 
 
+@pytest.mark.usefixtures("pool_always")
 def test_a_folder_gives_the_same_frames_pixels_and_error_with_one_or_three_workers(tmp_path):
     folder = _folder(tmp_path)
 
@@ -124,6 +165,7 @@ def test_a_folder_gives_the_same_frames_pixels_and_error_with_one_or_three_worke
     assert np.array_equal(dict(three)[13], plain)
 
 
+@pytest.mark.usefixtures("pool_always")
 def test_a_folder_decodes_at_most_two_frames_per_worker_ahead_of_its_reader(tmp_path):
     folder = tmp_path / "long"
     folder.mkdir()
@@ -147,6 +189,7 @@ def test_a_folder_decodes_at_most_two_frames_per_worker_ahead_of_its_reader(tmp_
 
 
 @pytest.mark.parametrize("ext,fmt", [("mkv", None), ("ts", "mpegts")])
+@pytest.mark.usefixtures("pool_always")
 def test_a_video_gives_the_same_frames_and_pixels_with_one_or_three_workers(tmp_path, ext, fmt):
     path = write_numbered_video(tmp_path / f"v.{ext}", 40, pts=[i for i in range(42) if i not in (9, 30)][:40], fmt=fmt)
 
@@ -159,6 +202,7 @@ def test_a_video_gives_the_same_frames_and_pixels_with_one_or_three_workers(tmp_
     assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(one, three))
 
 
+@pytest.mark.usefixtures("pool_always")
 def test_batch_reader_batches_are_identical_for_one_and_three_workers(tmp_path):
     folder = tmp_path / "exam"
     folder.mkdir()
@@ -178,3 +222,76 @@ def test_batch_reader_batches_are_identical_for_one_and_three_workers(tmp_path):
     one, three = batches(1), batches(3)
     assert [i.tolist() for _, i in one] == [i.tolist() for _, i in three] == [list(range(k, min(k + 5, 23))) for k in range(0, 23, 5)]
     assert all(np.array_equal(a, b) for (a, _), (b, _) in zip(one, three))
+
+
+def _fails_from(bad_after: int):
+    """A prepare step that fails with MemoryError (simulated) once `bad_after` frames were prepared."""
+    lock, calls = threading.Lock(), 0
+
+    def transform(frame):
+        nonlocal calls
+        with lock:
+            calls += 1
+            failing = calls > bad_after
+        if failing:
+            raise MemoryError("simulated: no memory for the frame")
+        return prepare_frame(frame, CFG)
+
+    return transform
+
+
+@pytest.mark.usefixtures("pool_always")
+@pytest.mark.parametrize("kind", ["folder", "video"])
+def test_a_worker_that_dies_mid_exam_stops_it_at_that_frame_in_one_line_simulated(tmp_path, kind):
+    if kind == "folder":
+        source = open_source(_folder(tmp_path), SourceConfig(allow_gaps=True, workers=3))
+    else:
+        source = open_source(write_numbered_video(tmp_path / "v.mkv", 30), SourceConfig(workers=3))
+    got, error = _run(source, _fails_from(bad_after=10))
+    assert error is not None and error[0] is StreamBroken
+    named = int(error[1].split(": frame ")[1].split(":")[0])
+    assert error[1] == f"{source.name}: frame {named}: the decode worker failed (MemoryError: simulated: no memory for the frame)"
+    # every frame before the failing one, in order, with the pixels one worker gives; none after it
+    one_worker = dataclasses.replace(source.config, workers=1)
+    whole, _ = _run(open_source(source.name, one_worker), lambda frame: prepare_frame(frame, CFG))
+    before = [(i, a) for i, a in whole if i < named]
+    assert len(got) == len(before) <= 10 and [i for i, _ in got] == [i for i, _ in before]
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(got, before))
+    if kind == "folder":  # (a video counts the frames its decoder delivered to the workers)
+        assert source.stats.delivered == len(got)
+
+
+@pytest.mark.usefixtures("pool_always")
+def test_a_worker_that_dies_on_the_first_frame_names_frame_0_simulated(tmp_path):
+    source = open_source(write_numbered_video(tmp_path / "v.mkv", 12), SourceConfig(workers=2))
+    got, error = _run(source, _fails_from(bad_after=0))
+    assert got == [] and error[0] is StreamBroken and ": frame 0: the decode worker failed (MemoryError: simulated" in error[1]
+
+
+@pytest.mark.usefixtures("pool_always")
+@pytest.mark.parametrize("kind", ["folder", "video"])
+def test_a_bug_in_a_worker_is_not_dressed_up_as_a_broken_input(tmp_path, kind):
+    if kind == "folder":
+        source = open_source(_folder(tmp_path), SourceConfig(allow_gaps=True, workers=2))
+    else:
+        source = open_source(write_numbered_video(tmp_path / "v.mkv", 12), SourceConfig(workers=2))
+
+    def buggy(frame):
+        raise TypeError("a bug, not a fault of the input or the machine")
+
+    with pytest.raises(TypeError, match="a bug"):
+        list(source.frames(buggy))
+
+
+def test_a_frame_file_that_cannot_be_read_is_named_simulated_io_error(tmp_path, monkeypatch):
+    from vce_stream.sources import preprocess
+
+    path = tmp_path / "frame_1.png"
+    av.VideoFrame.from_ndarray(np.zeros((8, 8, 3), np.uint8), format="rgb24").save(str(path))
+
+    def unreadable(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")  # tests run as root, where chmod cannot cause it
+
+    monkeypatch.setattr(preprocess, "open", unreadable, raising=False)
+    with pytest.raises(InputError, match=r"frame_1.png: cannot read \(Permission denied\)$"):
+        preprocess.open_image(path)

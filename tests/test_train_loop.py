@@ -127,7 +127,7 @@ def test_resume_after_sigkill_gives_the_same_weights_as_an_uninterrupted_run(gal
     config_path.write_text(yaml.safe_dump(to_dict(config)))
     out = tmp_path / "killed"
     work = tmp_path / "killed.train"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     process = subprocess.Popen([sys.executable, "-m", "train", "--config", str(config_path), "--data", str(galar),
                                 "--out", str(out), "--no-progress"], env=env, stderr=subprocess.DEVNULL)
     step = 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_FAILED = 1  # an unexpected internal error (a bug): traceback printed
 EXIT_BAD_INPUT = 2  # bad arguments or an input that cannot be used at all; nothing scored
-EXIT_INCOMPLETE = 3  # the input broke part way; events decided so far were written, flagged incomplete
+EXIT_INCOMPLETE = 3  # the input (or a decode worker) broke part way; events decided so far were written, flagged incomplete
 EXIT_SOME_FAILED = 4  # a batch run where at least one exam failed; the others were written
 EXIT_OUTPUT_FAILED = 5  # an output could not be written at the end; the other outputs were written
 EXIT_INTERRUPTED = 130  # SIGINT (Ctrl-C): decided events written, flagged incomplete

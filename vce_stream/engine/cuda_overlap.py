@@ -1,14 +1,17 @@
 """Overlap of host->device copies, scoring and device->host copies for a CUDA scorer.
 
 Why: scored one batch at a time, a GPU waits for each batch's upload and the host waits for each
-batch's probabilities. `OverlappedScorer` keeps two pinned host batches and a copy stream: batch k+1
+batch's probabilities. `OverlappedScorer` uses pinned host batches and a copy stream: batch k+1
 is uploaded on the copy stream and scored on the compute stream while the probabilities of batch k
 come back (non-blocking into pinned memory) and are handed to the caller.
 
 Contract (a thin stateful stage): `submit(frames, indices)` queues one batch and returns the result of
 the *previous* batch as `(indices, probabilities)` once it is ready, or None for the first batch;
 `drain()` returns the last pending result (or None). Results come back in submission order, each
-with the indices it was submitted with. On the CPU (or with `device` not CUDA) it is a plain
+with the indices it was submitted with. `frames` must stay unchanged until its own result is returned
+(the pipeline holds each batch buffer until then): frames already in pinned memory (the pipeline's
+batch pool on CUDA) are uploaded from where they are, anything else is first copied into one of the
+scorer's two pinned buffers. On the CPU (or with `device` not CUDA) it is a plain
 synchronous pass-through with the same one-batch delay, so the caller's loop is the same everywhere.
 
 `model` is a uint8-in, probabilities-out module (`FrameProbabilityModel`, an engine module) already on
@@ -63,11 +66,14 @@ class OverlappedScorer:
             with torch.inference_mode():
                 return self.model(frames).float().cpu().numpy()
         slot, self._slot = self._slot, 1 - self._slot
-        pinned = self._pinned[slot]
-        if pinned is None or pinned.shape != frames.shape:
-            pinned = self._pinned[slot] = torch.empty(frames.shape, dtype=frames.dtype, pin_memory=True)
-        # The slot was last used two batches ago; its copy finished before that batch's result was read.
-        pinned.copy_(frames)
+        if frames.is_pinned():
+            pinned = frames  # no host copy (38 MB at batch 256): the caller holds it until its result
+        else:
+            pinned = self._pinned[slot]
+            if pinned is None or pinned.shape != frames.shape:
+                pinned = self._pinned[slot] = torch.empty(frames.shape, dtype=frames.dtype, pin_memory=True)
+            # The slot was last used two batches ago; its copy finished before that batch's result was read.
+            pinned.copy_(frames)
         with torch.cuda.stream(self._copy_stream):
             on_device = pinned.to(self.device, non_blocking=True)
             uploaded = torch.cuda.Event()

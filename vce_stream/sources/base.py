@@ -118,6 +118,21 @@ class FrameSource(Protocol):
     def close(self) -> None: ...
 
 
+def is_worker_fault(exc: BaseException) -> bool:
+    """True for what makes a decode-and-prepare worker fail without being a bug: out of memory, an I/O
+    error, an FFmpeg or OpenCV error. A bug (TypeError, AssertionError, ...) is not one: it keeps its
+    traceback (exit 1)."""
+    return isinstance(exc, (MemoryError, OSError, av.error.FFmpegError)) or type(exc).__module__.startswith("cv2")
+
+
+def worker_failure(source_name: str, index: int, exc: BaseException) -> StreamBroken:
+    """A decode-and-prepare worker failed on frame `index` (`is_worker_fault`): the exam stops there as if
+    the input broke (exit 3, the decided events kept), and the one-line message names the frame and the
+    cause. Before the first frame it is an input that cannot start (exit 2)."""
+    cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return StreamBroken(f"{source_name}: frame {index}: the decode worker failed ({cause})")
+
+
 def ffmpeg_reason(exc: BaseException) -> str:
     """FFmpeg's reason for an error, on one line, without the errno and path decorations PyAV adds."""
     text = getattr(exc, "strerror", None) or str(exc)

@@ -16,9 +16,9 @@ from typing import Any
 import av
 import numpy as np
 
-from vce_stream.errors import InputError
+from vce_stream.errors import InputError, VceError
 from vce_stream.limits import MAX_FRAME_INDEX
-from vce_stream.sources.base import ResolutionGuard, SourceConfig, SourceStats, StreamBroken
+from vce_stream.sources.base import ResolutionGuard, SourceConfig, SourceStats, StreamBroken, is_worker_fault, worker_failure
 from vce_stream.sources.galar import read_galar_index
 from vce_stream.sources.parallel import ordered_map
 from vce_stream.sources.preprocess import open_image
@@ -97,12 +97,20 @@ class FrameFolderSource:
         """
         guard = ResolutionGuard(self.name)
 
-        def load(path: Path) -> tuple[tuple[int, int], Any]:
-            frame = open_image(path)
-            return (frame.width, frame.height), frame if transform is None else transform(frame)
+        def load(item: tuple[int, Path]) -> tuple[tuple[int, int], Any]:
+            index, path = item
+            try:
+                frame = open_image(path)
+                return (frame.width, frame.height), frame if transform is None else transform(frame)
+            except VceError:
+                raise
+            except Exception as exc:  # the worker failed, not the file: the exam stops at this frame
+                if not is_worker_fault(exc):
+                    raise  # a bug keeps its traceback
+                raise worker_failure(self.name, index, exc) from exc
 
         workers = self.config.workers if transform is not None else 1
-        results = ordered_map(load, (path for _, path in self._files), workers)
+        results = ordered_map(load, self._files, workers)
         try:
             for index, _ in self._files:
                 try:

@@ -49,8 +49,8 @@ from typing import Any, BinaryIO
 
 import av
 
-from vce_stream.errors import InputError
-from vce_stream.sources.base import ResolutionGuard, SourceConfig, SourceStats, StreamBroken, ffmpeg_reason
+from vce_stream.errors import InputError, VceError
+from vce_stream.sources.base import ResolutionGuard, SourceConfig, SourceStats, StreamBroken, ffmpeg_reason, is_worker_fault, worker_failure
 from vce_stream.sources.parallel import ordered_map
 
 STDIN = "-"
@@ -196,7 +196,15 @@ class VideoSource:
             return
 
         def apply(item: tuple[int, av.VideoFrame]) -> tuple[int, Any]:
-            return item[0], transform(item[1])
+            index, frame = item
+            try:
+                return index, transform(frame)
+            except VceError:
+                raise
+            except Exception as exc:  # the worker failed, not the input: the exam stops at this frame
+                if not is_worker_fault(exc):
+                    raise  # a bug keeps its traceback
+                raise worker_failure(self.name, index, exc) from exc
 
         results = ordered_map(apply, self._decoded(), self.config.workers)
         try:
