@@ -1,6 +1,6 @@
 """Parallel decode-and-prepare benchmark (issue 15 item 7): frame folders and H.264, 1 and 2 workers.
 
-    python examples/bench_decode.py [--frames 600] [--size 480] [--repeats 3] [--work DIR]
+    python examples/bench_decode.py [--frames 1200] [--size 480] [--repeats 3] [--work DIR]
 
 Rows (frames/s, each the median of --repeats runs; a run reads one window of frames/repeats frames):
 1. PNG frame folder (size x size, generated once from the synthetic renderer): the source and the
@@ -37,7 +37,7 @@ from vce_stream.pipeline.batches import BatchPool
 from vce_stream.pipeline.reader import BatchReader
 from vce_stream.sources import SourceConfig, open_source
 from vce_stream.sources.base import usable_cores
-from vce_stream.sources.preprocess import PreprocessConfig, open_image_pyav, prepare_frame
+from vce_stream.sources.preprocess import PreprocessConfig, open_image_pyav, packed_frame, prepare_frame
 from vce_stream.synthetic import SyntheticConfig, plan_exam, render_frames
 
 CFG = PreprocessConfig()
@@ -123,7 +123,7 @@ def plain_cv2(folder: Path) -> int:
     count = 0
     for path in sorted(folder.glob("frame_*.png")):
         bgr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)  # swscale reorders the channels as it scales
-        prepare_frame(av.VideoFrame.from_ndarray(bgr, format="bgr24"), CFG)
+        prepare_frame(packed_frame(bgr, "bgr24"), CFG)
         count += 1
     return count
 
@@ -193,7 +193,7 @@ def check_same_pixels(folder: Path) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--frames", type=int, default=600)
+    parser.add_argument("--frames", type=int, default=1200)
     parser.add_argument("--size", type=int, default=480)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "vce_bench_decode")

@@ -19,7 +19,7 @@ from vce_stream.pipeline.batches import BatchPool
 from vce_stream.pipeline.reader import BatchReader
 from vce_stream.sources import SourceConfig, StreamBroken, open_source
 from vce_stream.sources import parallel
-from vce_stream.sources.parallel import PROBE_ITEMS, in_flight_bound, ordered_map
+from vce_stream.sources.parallel import COSTLY_ITEMS, in_flight_bound, ordered_map
 from vce_stream.sources.preprocess import PreprocessConfig, prepare_frame
 
 CFG = PreprocessConfig(size=32)
@@ -112,8 +112,14 @@ def test_cheap_items_stay_in_the_callers_thread_after_the_probe():
 def test_costly_items_go_to_the_pool_after_the_probe():
     # 5 ms an item (the order of a PNG frame decoded and prepared), far over INLINE_BELOW_SECONDS
     names = _threads_used(lambda i: time.sleep(0.005), 24, workers=2)
-    assert set(names[:PROBE_ITEMS]) == {threading.current_thread().name}
-    assert all(name.startswith("vce-work") for name in names[PROBE_ITEMS:])
+    assert set(names[:COSTLY_ITEMS]) == {threading.current_thread().name}  # the pool starts after 3 costly ones
+    assert all(name.startswith("vce-work") for name in names[COSTLY_ITEMS:])
+
+
+def test_a_few_costly_items_among_cheap_ones_do_not_start_the_pool():
+    # 2 costly items among the 8 probed (fewer than COSTLY_ITEMS): cheap work, the caller's thread
+    names = _threads_used(lambda i: time.sleep(0.005) if i in (0, 4) else None, 30, workers=2)
+    assert set(names) == {threading.current_thread().name}
 
 
 def test_one_worker_never_starts_a_pool_whatever_the_cost():

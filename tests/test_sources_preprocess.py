@@ -141,3 +141,27 @@ def test_any_frame_size_becomes_the_model_size(width, height):
     width, height = width * 2, height * 2  # yuv420p needs even sizes
     frame = av.VideoFrame.from_ndarray(_image(height, width), format="rgb24").reformat(format="yuv420p")
     assert prepare_frame(frame, PreprocessConfig(size=16)).shape == (16, 16, 3)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    width=st.integers(8, 97),
+    height=st.integers(8, 97),
+    fmt=st.sampled_from(["rgb24", "bgr24", "bgra", "rgba"]),
+    size=st.sampled_from([8, 24, 32]),
+    seed=st.integers(0, 2**16),
+)
+def test_packed_frames_and_the_plane_view_give_pyavs_own_pixels(width, height, fmt, size, seed):
+    # Reference: PyAV's own copies (from_ndarray, to_ndarray), which hold the GIL; odd widths make
+    # FFmpeg pad its lines, which the views must skip.
+    from vce_stream.sources.preprocess import packed_frame
+
+    channels = 4 if fmt in ("bgra", "rgba") else 3
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, channels), dtype=np.uint8)
+    ours, theirs = packed_frame(pixels, fmt), av.VideoFrame.from_ndarray(pixels, format=fmt)
+    assert np.array_equal(ours.to_ndarray(), theirs.to_ndarray())
+    cfg = PreprocessConfig(size=size)
+    w, h = scaled_size(width, height, size)
+    scaled = theirs.reformat(w, h, "rgb24", interpolation="BICUBIC").to_ndarray()
+    x0, y0 = crop_origin(w, h, size)
+    assert np.array_equal(prepare_frame(ours, cfg), scaled[y0 : y0 + size, x0 : x0 + size])

@@ -23,13 +23,11 @@ class Batch:
     indices: np.ndarray
     count: int = 0
     slots: np.ndarray = field(init=False, repr=False)  # numpy view of `frames` for writing
+    capacity: int = field(init=False)
 
     def __post_init__(self) -> None:
         self.slots = self.frames.numpy()
-
-    @property
-    def capacity(self) -> int:
-        return self.frames.shape[0]
+        self.capacity = self.slots.shape[0]  # a plain int: asked once a frame, under the decode thread's lock
 
     @property
     def full(self) -> bool:

@@ -10,8 +10,9 @@ caller's time (measured: `ordered_map(lambda x: x, ...)`, 2 workers, 2 cores), a
 for the GIL with the caller. Work that releases the GIL only pays for that above roughly 100 µs an item
 (measured with sha256 items of set length: 50 µs 0.98x, 100 µs 1.01x, 200 µs 1.52x on 2 workers). A
 64x64 frame resized to 32 takes 14 µs, a 480x480 one resized to 224 about 630 µs, a 480x480 PNG decoded
-and prepared about 5.4 ms. So the first `PROBE_ITEMS` items run in the caller's thread, timed; when their
-median is under `INLINE_BELOW_SECONDS`, the rest run there too, otherwise on the pool.
+and prepared about 5.4 ms. So items run in the caller's thread first, timed: as soon as `COSTLY_ITEMS`
+of them took `INLINE_BELOW_SECONDS` or more, the rest go to the pool (after 3 items on a PNG folder:
+about 18 ms without parallelism); if `PROBE_ITEMS` pass without that, the rest stay in the caller's thread.
 
 Contract: `ordered_map(fn, items, workers, ahead)` yields fn(item) for each item in order. An exception
 raised by fn for item k is raised when k's turn comes, after the results of items 0..k-1; one raised by
@@ -22,8 +23,6 @@ fn inline, in the caller's thread (the single-thread path, with no pool at all),
 
 from __future__ import annotations
 
-import itertools
-import statistics
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -33,8 +32,9 @@ from typing import TypeVar
 X = TypeVar("X")
 Y = TypeVar("Y")
 
-PROBE_ITEMS = 8  # items timed in the caller's thread before the pool is started (or not)
-INLINE_BELOW_SECONDS = 150e-6  # median item time under which the pool costs more than it gains (docstring)
+PROBE_ITEMS = 8  # items timed in the caller's thread at most, before the pool is started (or not)
+COSTLY_ITEMS = 3  # probed items at or above INLINE_BELOW_SECONDS that start the pool at once
+INLINE_BELOW_SECONDS = 150e-6  # item time under which the pool costs more than it gains (docstring)
 
 
 def in_flight_bound(workers: int) -> int:
@@ -52,23 +52,26 @@ def ordered_map(
 ) -> Iterator[Y]:
     """fn over items on `workers` threads, results in input order, at most `ahead` in flight (module docstring).
 
-    inline_below: median seconds an item must take for the pool to be used (None: INLINE_BELOW_SECONDS,
-    read at call time; 0: always the pool once more than one worker is asked for).
+    inline_below: seconds an item must take to count as costly (None: INLINE_BELOW_SECONDS, read at call
+    time; 0: always the pool once more than one worker is asked for).
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     source = iter(items)
     threshold = INLINE_BELOW_SECONDS if inline_below is None else inline_below
     if workers > 1 and threshold > 0:
-        timings: list[float] = []
-        for item in itertools.islice(source, PROBE_ITEMS):
+        costly = probed = 0
+        for item in source:
             start = time.perf_counter()
             result = fn(item)
-            timings.append(time.perf_counter() - start)
+            costly += time.perf_counter() - start >= threshold
+            probed += 1
             yield result
-        if len(timings) < PROBE_ITEMS:
+            if costly >= COSTLY_ITEMS or probed >= PROBE_ITEMS:
+                break
+        else:
             return  # the items ended within the probe
-        if statistics.median(timings) < threshold:
+        if costly < COSTLY_ITEMS:
             workers = 1
     if workers == 1:
         for item in source:
