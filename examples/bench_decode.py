@@ -178,17 +178,19 @@ def median_rate(runs: list[Callable[[], int]]) -> float:
 
 
 def check_same_pixels(folder: Path) -> bool:
-    """The pipeline's pixels for one frame equal both plain loops' pixels (so the comparison is fair)."""
+    """The pipeline's pixels for one frame equal both plain loops' pixels (so the comparison is fair),
+    and the OpenCV loop's numpy copy (packed_frame) equals PyAV's own from_ndarray."""
     import cv2
 
     path = sorted(folder.glob("frame_*.png"))[0]
     bgr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    via_cv2 = prepare_frame(av.VideoFrame.from_ndarray(bgr, format="bgr24"), CFG)
+    via_cv2 = prepare_frame(packed_frame(bgr, "bgr24"), CFG)  # exactly what plain_cv2 does
+    via_from_ndarray = prepare_frame(av.VideoFrame.from_ndarray(bgr, format="bgr24"), CFG)
     via_pyav = prepare_frame(open_image_pyav(path), CFG)
     pool = BatchPool(1, 1, CFG.size)
     with BatchReader(open_source(folder, SourceConfig(workers=2)), pool, CFG) as reader:
         first = next(iter(reader)).filled()[0][0].numpy()
-    return bool(np.array_equal(via_cv2, via_pyav) and np.array_equal(first, via_cv2))
+    return all(np.array_equal(first, other) for other in (via_cv2, via_from_ndarray, via_pyav))
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ from vce_stream.pipeline.batches import BatchPool
 from vce_stream.pipeline.reader import BatchReader
 from vce_stream.sources import SourceConfig, StreamBroken, open_source
 from vce_stream.sources import parallel
-from vce_stream.sources.parallel import COSTLY_ITEMS, in_flight_bound, ordered_map
+from vce_stream.sources.parallel import COSTLY_ITEMS, PROBE_ITEMS, in_flight_bound, ordered_map
 from vce_stream.sources.preprocess import PreprocessConfig, prepare_frame
 
 CFG = PreprocessConfig(size=32)
@@ -109,11 +109,37 @@ def test_cheap_items_stay_in_the_callers_thread_after_the_probe():
     assert set(names) == {threading.current_thread().name}
 
 
-def test_costly_items_go_to_the_pool_after_the_probe():
-    # 5 ms an item (the order of a PNG frame decoded and prepared), far over INLINE_BELOW_SECONDS
+def test_costly_items_go_to_the_pool_as_soon_as_three_were_timed():
+    # 5 ms an item (the order of a PNG frame decoded and prepared), far over INLINE_BELOW_SECONDS:
+    # the pool starts after COSTLY_ITEMS of them, without waiting for the whole probe
     names = _threads_used(lambda i: time.sleep(0.005), 24, workers=2)
-    assert set(names[:COSTLY_ITEMS]) == {threading.current_thread().name}  # the pool starts after 3 costly ones
+    assert COSTLY_ITEMS < PROBE_ITEMS
+    assert set(names[:COSTLY_ITEMS]) == {threading.current_thread().name}
     assert all(name.startswith("vce-work") for name in names[COSTLY_ITEMS:])
+
+
+def _costly_at(indices: set[int]):
+    return lambda i: time.sleep(0.005) if i in indices else None
+
+
+def test_a_third_costly_item_on_the_last_probed_item_starts_the_pool():
+    last = PROBE_ITEMS - 1
+    names = _threads_used(_costly_at({0, 3, last}), 30, workers=2)
+    assert set(names[: last + 1]) == {threading.current_thread().name}
+    assert all(name.startswith("vce-work") for name in names[last + 1 :])
+
+
+def test_a_third_costly_item_just_after_the_probe_does_not_start_the_pool():
+    names = _threads_used(_costly_at({0, 3, PROBE_ITEMS, PROBE_ITEMS + 1}), 30, workers=2)
+    assert set(names) == {threading.current_thread().name}
+
+
+@pytest.mark.parametrize("items, seconds", [(COSTLY_ITEMS, 0.002), (PROBE_ITEMS, 0.0), (0, 0.002), (1, 0.002)])
+def test_items_that_end_at_the_probes_edges_all_come_back_in_order(items, seconds):
+    # costly ones: the probe stops after exactly COSTLY_ITEMS with nothing left for the pool; cheap
+    # ones: it stops after exactly PROBE_ITEMS; or there is nothing (or one thing) to probe at all
+    names = _threads_used(lambda i: time.sleep(seconds), items, workers=2)
+    assert names == [threading.current_thread().name] * items
 
 
 def test_a_few_costly_items_among_cheap_ones_do_not_start_the_pool():

@@ -48,7 +48,17 @@ def test_other_pngs_take_ffmpegs_path(tmp_path, kind):
         shape = (20, 30, 3) if kind.startswith("rgb") else (20, 30)
         cv2.imwrite(str(path), rng.integers(0, np.iinfo(dtype).max, shape, dtype=dtype))
     assert not png_is_rgb8(path.read_bytes()[:26])
-    assert np.array_equal(prepare_frame(open_image(path), CFG), prepare_frame(open_image_pyav(path), CFG))
+    frame = open_image(path)
+    assert frame.format.name not in ("bgr24", "bgra")  # OpenCV's frames; FFmpeg's keep the file's own format
+    assert frame.format.name == open_image_pyav(path).format.name
+    assert np.array_equal(prepare_frame(frame, CFG), prepare_frame(open_image_pyav(path), CFG))
+
+
+def test_rgb_pngs_take_opencvs_path(tmp_path):
+    # the counterpart of the test above: without it, a fast path never taken would pass every test here
+    path = tmp_path / "frame_1.png"
+    av.VideoFrame.from_ndarray(np.zeros((6, 10, 3), np.uint8), format="rgb24").save(str(path))
+    assert open_image(path).format.name == "bgr24"
 
 
 def test_a_truncated_png_is_named_as_unreadable(tmp_path):

@@ -143,25 +143,106 @@ def test_any_frame_size_becomes_the_model_size(width, height):
     assert prepare_frame(frame, PreprocessConfig(size=16)).shape == (16, 16, 3)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
-    width=st.integers(8, 97),
-    height=st.integers(8, 97),
-    fmt=st.sampled_from(["rgb24", "bgr24", "bgra", "rgba"]),
+    width=st.integers(1, 97),
+    height=st.integers(1, 97),
+    fmt=st.sampled_from(["rgb24", "bgr24", "bgra", "rgba", "argb", "abgr", "gray"]),
     size=st.sampled_from([8, 24, 32]),
     seed=st.integers(0, 2**16),
 )
 def test_packed_frames_and_the_plane_view_give_pyavs_own_pixels(width, height, fmt, size, seed):
-    # Reference: PyAV's own copies (from_ndarray, to_ndarray), which hold the GIL; odd widths make
-    # FFmpeg pad its lines, which the views must skip.
-    from vce_stream.sources.preprocess import packed_frame
+    # Reference: PyAV's own copies (from_ndarray, to_ndarray), which hold the GIL; widths that are not
+    # a multiple of FFmpeg's line alignment make it pad its lines, which the views must skip.
+    from vce_stream.sources.preprocess import PACKED_FORMATS, packed_frame
 
-    channels = 4 if fmt in ("bgra", "rgba") else 3
+    channels = PACKED_FORMATS[fmt]
     pixels = np.random.default_rng(seed).integers(0, 256, (height, width, channels), dtype=np.uint8)
-    ours, theirs = packed_frame(pixels, fmt), av.VideoFrame.from_ndarray(pixels, format=fmt)
+    theirs_in = pixels[:, :, 0] if fmt == "gray" else pixels
+    ours, theirs = packed_frame(pixels, fmt), av.VideoFrame.from_ndarray(theirs_in, format=fmt)
     assert np.array_equal(ours.to_ndarray(), theirs.to_ndarray())
     cfg = PreprocessConfig(size=size)
     w, h = scaled_size(width, height, size)
     scaled = theirs.reformat(w, h, "rgb24", interpolation="BICUBIC").to_ndarray()
     x0, y0 = crop_origin(w, h, size)
     assert np.array_equal(prepare_frame(ours, cfg), scaled[y0 : y0 + size, x0 : x0 + size])
+
+
+def _vflipped(pixels: np.ndarray, fmt: str) -> av.VideoFrame:
+    """`pixels` through FFmpeg's vflip filter: a frame stored bottom-up (negative line size)."""
+    from fractions import Fraction
+
+    from av.filter import Graph
+
+    graph = Graph()
+    height, width = pixels.shape[:2]
+    source = graph.add_buffer(width=width, height=height, format=fmt, time_base=Fraction(1, 25))
+    flip, sink = graph.add("vflip"), graph.add("buffersink")
+    source.link_to(flip)
+    flip.link_to(sink)
+    graph.configure()
+    frame = av.VideoFrame.from_ndarray(pixels, format=fmt)
+    frame.pts = 0
+    graph.push(frame)
+    return graph.pull()
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    width=st.integers(1, 64),
+    height=st.integers(1, 64),
+    fmt=st.sampled_from(["rgb24", "bgr24", "rgba"]),
+    size=st.sampled_from([8, 16, 32]),
+    at_model_size=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_bottom_up_frames_are_prepared_the_right_way_up(width, height, fmt, size, at_model_size, seed):
+    # A vflip filter hands on frames with a negative line size. When the frame is already rgb24 at the
+    # model size, swscale has nothing to do and PyAV returns the frame itself: its rows run backwards
+    # in memory, and must still come out top row first. Half the cases are drawn at exactly that size.
+    if at_model_size:
+        width = height = size
+    channels = 4 if fmt == "rgba" else 3
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, channels), dtype=np.uint8)
+    flipped = _vflipped(pixels, fmt)
+    assert flipped.planes[0].line_size < 0
+    assert np.array_equal(flipped.to_ndarray(), pixels[::-1])  # PyAV's own reading of it
+    cfg = PreprocessConfig(size=size)
+    w, h = scaled_size(width, height, size)
+    upright = av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels[::-1]), format=fmt)
+    expected = upright.reformat(w, h, "rgb24", interpolation="BICUBIC").to_ndarray()
+    x0, y0 = crop_origin(w, h, size)
+    assert np.array_equal(prepare_frame(flipped, cfg), expected[y0 : y0 + size, x0 : x0 + size])
+
+
+def test_a_bottom_up_rgb_frame_at_the_model_size_is_not_read_upside_down():
+    # The exact case the plane view got wrong: nothing for swscale to do, so the view saw raw memory.
+    pixels = _image(32, 32)
+    assert np.array_equal(prepare_frame(_vflipped(pixels, "rgb24"), PreprocessConfig(size=32)), pixels[::-1])
+
+
+@pytest.mark.parametrize(
+    "shape, dtype, fmt, problem",
+    [
+        ((4, 4, 3), np.uint16, "rgb24", "uint8"),
+        ((4, 4, 3), np.float32, "rgb24", "uint8"),
+        ((4, 4, 4), np.uint8, "rgb24", "(H, W, 3)"),
+        ((4, 4, 3), np.uint8, "bgra", "(H, W, 4)"),
+        ((4, 12), np.uint8, "rgb24", "(H, W, 3)"),
+        ((0, 4, 3), np.uint8, "rgb24", "(H, W, 3)"),
+        ((4, 4, 3), np.uint8, "yuv420p", "pixel format"),
+        ((4, 4, 3), np.uint8, "rgb48le", "pixel format"),
+    ],
+)
+def test_packed_frame_refuses_pixels_that_do_not_fit_the_format(shape, dtype, fmt, problem):
+    from vce_stream.sources.preprocess import packed_frame
+
+    with pytest.raises(ValueError, match=problem.replace("(", r"\(").replace(")", r"\)")):
+        packed_frame(np.zeros(shape, dtype), fmt)
+
+
+def test_the_plane_view_refuses_a_bottom_up_frame():
+    from vce_stream.sources.preprocess import packed_rows
+
+    with pytest.raises(ValueError, match="line size"):
+        packed_rows(_vflipped(_image(8, 8), "rgb24"), 24)

@@ -96,8 +96,7 @@ def prepare_frame(
         frame, width, height, "rgb24", interpolation=_interpolation(cfg), threads=threads
     )
     x0, y0 = crop_origin(width, height, size)
-    # A view of the scaler's output (no `to_ndarray`, whose copy holds the GIL); copied below by numpy.
-    crop = packed_rows(scaled, width * 3)[y0 : y0 + size, 3 * x0 : 3 * (x0 + size)].reshape(size, size, 3)
+    crop = _rgb_rows(scaled, width)[y0 : y0 + size, 3 * x0 : 3 * (x0 + size)].reshape(size, size, 3)
     if out is None:
         return np.array(crop, dtype=np.uint8, copy=True)
     if out.shape != (size, size, 3) or out.dtype != np.uint8:
@@ -151,23 +150,57 @@ def _png_frame_rgb8(path: Path) -> av.VideoFrame | None:
     return packed_frame(data, "bgr24" if data.shape[2] == 3 else "bgra")
 
 
-def packed_frame(pixels: np.ndarray, format: str) -> av.VideoFrame:
-    """A frame of packed uint8 pixels (H, W, C) in `format` ("bgr24", "bgra", "rgb24", ...), copied by numpy.
+PACKED_FORMATS: dict[str, int] = {"rgb24": 3, "bgr24": 3, "rgba": 4, "bgra": 4, "argb": 4, "abgr": 4, "gray": 1}
+"""The packed 8-bit pixel formats `packed_frame` builds, with their channels per pixel."""
+
+
+def packed_frame(pixels: np.ndarray, pixel_format: str) -> av.VideoFrame:
+    """A frame of packed uint8 pixels (H, W, C) in `pixel_format` (one of PACKED_FORMATS), copied by numpy.
 
     Why not `av.VideoFrame.from_ndarray`: it copies the pixels holding the GIL (measured here: 165 µs of
     a 480x480 frame's 165 µs, py-spy --gil), which caps how many decode workers can run at once; numpy's
-    copy releases it (5 µs of 61 µs held). Same pixels (tested)."""
-    height, width, channels = pixels.shape
-    frame = av.VideoFrame(width, height, format)
+    copy releases it (5 µs of 61 µs held). Same pixels (tested). ValueError for anything else than
+    uint8 pixels whose channels match the format, as from_ndarray would."""
+    channels = PACKED_FORMATS.get(pixel_format)
+    if channels is None:
+        raise ValueError(f"packed_frame: pixel format must be one of {sorted(PACKED_FORMATS)}, got {pixel_format!r}")
+    if pixels.dtype != np.uint8:
+        raise ValueError(f"packed_frame: pixels must be uint8, got {pixels.dtype}")
+    if pixels.ndim == 2 and channels == 1:
+        pixels = pixels[:, :, None]
+    if pixels.ndim != 3 or pixels.shape[2] != channels or pixels.shape[0] == 0 or pixels.shape[1] == 0:
+        raise ValueError(f"packed_frame: {pixel_format} needs (H, W, {channels}) pixels, got shape {pixels.shape}")
+    height, width, _ = pixels.shape
+    frame = av.VideoFrame(width, height, pixel_format)
     np.copyto(packed_rows(frame, width * channels), pixels.reshape(height, width * channels))
     return frame
 
 
 def packed_rows(frame: av.VideoFrame, row_bytes: int) -> np.ndarray:
     """The first plane of a packed-pixel frame as a writable uint8 view (height, row_bytes), without the
-    padding FFmpeg may add at the end of each line. The view lives only as long as `frame` is kept."""
+    padding FFmpeg may add at the end of each line. The view holds a reference to the frame's buffer, so
+    the pixels stay valid while the view lives.
+
+    Only for frames stored top row first (positive line size: every frame FFmpeg allocates itself, e.g.
+    `av.VideoFrame(w, h, fmt)` or a scaler's output). A filter such as `vflip` hands on frames with a
+    negative line size, whose rows run backwards in memory; how PyAV exposes their buffer has changed
+    between versions, so those are refused here (ValueError) and read through PyAV's own `to_ndarray`."""
     plane = frame.planes[0]
+    if plane.line_size < row_bytes:
+        raise ValueError(f"packed_rows: line size {plane.line_size} < {row_bytes} bytes per row (a bottom-up frame?)")
     return np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)[:, :row_bytes]
+
+
+def _rgb_rows(frame: av.VideoFrame, width: int) -> np.ndarray:
+    """An rgb24 frame's pixels as uint8 rows (height, 3 * width), top row first.
+
+    Usually a view of the scaler's output (no `to_ndarray`, whose copy holds the GIL), copied by the
+    caller with numpy. When swscale has nothing to do (the frame is already rgb24 at the target size)
+    PyAV returns the input frame itself, which may be stored bottom-up (negative line size, e.g. after a
+    `vflip` filter): PyAV's `to_ndarray` reads those rows in display order."""
+    if frame.planes[0].line_size >= 3 * width:
+        return packed_rows(frame, 3 * width)
+    return frame.to_ndarray().reshape(frame.height, 3 * width)
 
 
 def open_image_pyav(path: str | os.PathLike[str]) -> av.VideoFrame:
