@@ -144,7 +144,7 @@ def test_items_that_end_at_the_probes_edges_all_come_back_in_order(items, second
 
 def test_a_few_costly_items_among_cheap_ones_do_not_start_the_pool():
     # 2 costly items among the 8 probed (fewer than COSTLY_ITEMS): cheap work, the caller's thread
-    names = _threads_used(lambda i: time.sleep(0.005) if i in (0, 4) else None, 30, workers=2)
+    names = _threads_used(_costly_at({0, 4}), 30, workers=2)
     assert set(names) == {threading.current_thread().name}
 
 

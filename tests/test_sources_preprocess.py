@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from vce_stream.sources.preprocess import PreprocessConfig
 from vce_stream.errors import InputError
-from vce_stream.sources.preprocess import crop_origin, open_image, prepare_frame, read_image, scaled_size
+from vce_stream.sources.preprocess import PACKED_FORMATS, crop_origin, open_image, prepare_frame, read_image, scaled_size
 
 
 def _image(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -154,7 +154,7 @@ def test_any_frame_size_becomes_the_model_size(width, height):
 def test_packed_frames_and_the_plane_view_give_pyavs_own_pixels(width, height, fmt, size, seed):
     # Reference: PyAV's own copies (from_ndarray, to_ndarray), which hold the GIL; widths that are not
     # a multiple of FFmpeg's line alignment make it pad its lines, which the views must skip.
-    from vce_stream.sources.preprocess import PACKED_FORMATS, packed_frame
+    from vce_stream.sources.preprocess import packed_frame
 
     channels = PACKED_FORMATS[fmt]
     pixels = np.random.default_rng(seed).integers(0, 256, (height, width, channels), dtype=np.uint8)
@@ -202,7 +202,7 @@ def test_bottom_up_frames_are_prepared_the_right_way_up(width, height, fmt, size
     # in memory, and must still come out top row first. Half the cases are drawn at exactly that size.
     if at_model_size:
         width = height = size
-    channels = 4 if fmt == "rgba" else 3
+    channels = PACKED_FORMATS[fmt]
     pixels = np.random.default_rng(seed).integers(0, 256, (height, width, channels), dtype=np.uint8)
     flipped = _vflipped(pixels, fmt)
     assert flipped.planes[0].line_size < 0
